@@ -1,0 +1,64 @@
+"""Pure PyTorch unlearning engine: architectures, checkpoints, data, influence, methods, verification.
+
+No FastAPI, Celery or database imports here: this package runs alone on a GPU machine
+and from the command line (``unlearn --help``).
+"""
+
+from worker.unlearning.architectures import (
+    ModelSpec,
+    build_model,
+    list_architectures,
+    register_architecture,
+)
+from worker.unlearning.checkpoints import (
+    load_checkpoint,
+    read_state_dict,
+    save_checkpoint,
+    sha256_bytes,
+    state_dict_bytes,
+)
+from worker.unlearning.data import load_dataset, sample_digests, save_dataset, validate_dataset
+from worker.unlearning.errors import (
+    ArchitectureError,
+    CancelledError,
+    CheckpointError,
+    DataError,
+    DivergedError,
+    InvalidInputError,
+    ParamsError,
+    UnlearningError,
+)
+from worker.unlearning.methods import get_method, list_methods, unlearn
+from worker.unlearning.types import Dataset, UnlearnResult
+from worker.unlearning.verification import evaluate, mia_auc
+
+__all__ = [
+    "ArchitectureError",
+    "CancelledError",
+    "CheckpointError",
+    "DataError",
+    "Dataset",
+    "DivergedError",
+    "InvalidInputError",
+    "ModelSpec",
+    "ParamsError",
+    "UnlearnResult",
+    "UnlearningError",
+    "build_model",
+    "evaluate",
+    "get_method",
+    "list_architectures",
+    "list_methods",
+    "load_checkpoint",
+    "load_dataset",
+    "mia_auc",
+    "read_state_dict",
+    "register_architecture",
+    "sample_digests",
+    "save_checkpoint",
+    "save_dataset",
+    "sha256_bytes",
+    "state_dict_bytes",
+    "unlearn",
+    "validate_dataset",
+]
