@@ -1,0 +1,74 @@
+"""All settings of the service, in one pydantic-settings class (environment prefix ``UNLEARN_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UNLEARN_", env_file=None, extra="ignore")
+
+    # Embedded defaults: everything lives under data_dir, nothing to install.
+    data_dir: Path = Path("var")
+    database_url: str = ""  # default: sqlite:///{data_dir}/unlearn.db
+    broker_url: str = ""  # default: an embedded filesystem broker under {data_dir}/broker
+    storage_url: str = ""  # any fsspec URL; default: {data_dir}/artifacts
+
+    admin_key: str | None = None  # created with every scope on start if no key exists yet
+    admin_tenant: str = "default"
+
+    max_body_bytes: int = 256 * 1024 * 1024
+    max_inline_samples: int = 10_000
+    max_forget_samples: int = 100_000
+
+    # Jobs
+    job_lease_seconds: float = 60.0
+    job_heartbeat_seconds: float = 10.0
+    job_max_attempts: int = 3
+    job_soft_time_limit: int = 3600
+    job_time_limit: int = 3900
+    reconcile_interval_seconds: float = 15.0
+    reconcile_stale_outbox_seconds: float = 30.0
+    forget_set_retention_seconds: float = 0.0
+    default_method: str = "imu"
+    device: str = "auto"
+
+    # Acceptance policy defaults (per-request overrides are bounded by the *_max values).
+    policy_max_eval_accuracy_drop: float = 0.05
+    policy_max_eval_accuracy_drop_limit: float = 0.5
+    policy_require_forgetting: bool = True
+
+    log_json: bool = True
+    log_level: str = "INFO"
+    run_reconciler_in_api: bool = True
+
+    worker_concurrency: int = Field(default=1, ge=1)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'unlearn.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or str((self.data_dir / "artifacts").resolve())
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
