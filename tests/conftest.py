@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["tests.service_fixtures"]
+
 PG_HOST = os.environ.get("UNLEARN_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("UNLEARN_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("UNLEARN_TEST_PG_USER", "postgres")

@@ -1,0 +1,1 @@
+"""deletions package."""

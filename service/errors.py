@@ -1,0 +1,145 @@
+"""RFC 9457 problem details: every error the API returns is ``application/problem+json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from worker.unlearning.errors import InvalidInputError
+
+PROBLEM_JSON = "application/problem+json"
+
+_log = structlog.get_logger("service.errors")
+
+# Titles for statuses raised without one (e.g. Starlette's own 404/405).
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def status_title(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
+class Problem(Exception):
+    """An error with an HTTP status, rendered as problem+json; raise it anywhere below a route."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type: str = "about:blank",  # noqa: A002 - the RFC 9457 member is called "type"
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.headers = headers or {}
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        for key, value in self.extra.items():
+            if key not in body:
+                body[key] = value
+        return jsonable_encoder(body)
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    return JSONResponse(
+        problem.to_dict(), status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
+
+
+def not_found(kind: str, ident: object) -> Problem:
+    return Problem(404, "Not Found", f"{kind} {ident!s} not found")
+
+
+def conflict(detail: str, **extra: Any) -> Problem:
+    return Problem(409, "Conflict", detail, **extra)
+
+
+def unprocessable(detail: str, **extra: Any) -> Problem:
+    return Problem(422, "Unprocessable Content", detail, **extra)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        # "input" may hold bytes or the whole uploaded file; keep the answer small and JSON-safe.
+        errors.append(
+            {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type", "")}
+        )
+    return errors
+
+
+async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(exc)
+
+
+async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    first = errors[0] if errors else None
+    detail = (
+        f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else "request validation failed"
+    )
+    return problem_response(unprocessable(detail, errors=errors))
+
+
+async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    title = status_title(exc.status_code)
+    if detail == title:
+        detail = None
+    headers = dict(exc.headers or {})
+    return problem_response(Problem(exc.status_code, title, detail, headers=headers))
+
+
+async def _on_invalid_input(_request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(unprocessable(str(exc), error=type(exc).__name__))
+
+
+async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
+    # Log the traceback for operators; the client sees no internals.
+    _log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    return problem_response(Problem(500, "Internal Server Error", "an unexpected error occurred"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(InvalidInputError, _on_invalid_input)
+    app.add_exception_handler(Exception, _on_unhandled)

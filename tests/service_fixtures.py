@@ -1,0 +1,1 @@
+"""Fixtures for tests of the service (app, database, keys). Loaded by tests/conftest.py."""
