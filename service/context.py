@@ -26,9 +26,8 @@ class ServiceContext:
 def build_context(settings: Settings) -> ServiceContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.is_embedded_broker:
-        # The embedded kombu filesystem transport needs its folders to exist.
-        for sub in ("in", "out", "processed"):
-            (settings.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+        # The embedded kombu filesystem transport needs its folder to exist.
+        settings.broker_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     return ServiceContext(
         settings=settings,

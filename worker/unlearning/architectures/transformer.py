@@ -65,7 +65,14 @@ class Block(nn.Module):
 
 class TinyTransformer(nn.Module):
     def __init__(
-        self, vocab_size: int, max_len: int, d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float
+        self,
+        vocab_size: int,
+        max_len: int,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         self.max_len = max_len
@@ -102,5 +109,11 @@ def _describe(cfg: TinyTransformerConfig) -> IOSpec:
 )
 def build_tiny_transformer(cfg: TinyTransformerConfig) -> TinyTransformer:
     return TinyTransformer(
-        cfg.vocab_size, cfg.max_len, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff or 4 * cfg.d_model, cfg.dropout
+        cfg.vocab_size,
+        cfg.max_len,
+        cfg.d_model,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.d_ff or 4 * cfg.d_model,
+        cfg.dropout,
     )
