@@ -52,7 +52,7 @@ class Problem(Exception):
         title: str,
         detail: str | None = None,
         *,
-        type: str = "about:blank",  # noqa: A002 - the RFC 9457 member is called "type"
+        type: str = "about:blank",  # the RFC 9457 member is called "type"
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
@@ -117,13 +117,35 @@ async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(unprocessable(detail, errors=errors))
 
 
-async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    # Starlette's Allow lists the methods of the first route matching the path only; a path
+    # served by several routes (GET and POST /v1/models) deserves the union. Asking the router
+    # (rather than reading route objects) also sees through included routers.
+    from starlette.routing import Match
+
+    allowed: set[str] = set()
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(dict(probe))[0] == Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return allowed
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
     title = status_title(exc.status_code)
     if detail == title:
         detail = None
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+            detail = detail or f"{request.method} is not allowed here; allowed: {headers['Allow']}"
     return problem_response(Problem(exc.status_code, title, detail, headers=headers))
 
 

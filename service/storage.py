@@ -129,10 +129,8 @@ class ArtifactStore:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
 
     def keys(self, kind: str | None = None) -> list[str]:
         """Every stored key (under one kind if given); for tests and maintenance."""

@@ -1,0 +1,98 @@
+"""The FastAPI application: ``create_app()`` wires context, migrations, routers and middleware."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI
+
+from service import __doc__ as service_doc
+from service.context import build_context
+from service.db import session_scope
+from service.errors import install_error_handlers
+from service.keys.logic import bootstrap_admin_key
+from service.migrate import upgrade
+from service.ops.bodylimit import BodySizeLimitMiddleware
+from service.ops.logging import configure_logging
+from service.ops.metrics import build_registry
+from service.ops.middleware import ObservabilityMiddleware
+from service.pagination import forbid_unknown_query
+from service.settings import Settings, get_settings
+
+API_VERSION = "1.0.0"
+_log = structlog.get_logger("service.app")
+
+# The jobs engineer's routers; optional so the API starts while a domain is being built.
+_OPTIONAL_ROUTERS = ("service.deletions.routes", "service.jobs.routes")
+
+
+def _optional_routers() -> list[APIRouter]:
+    routers = []
+    for module_name in _OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # the package does not exist yet
+            raise
+        routers.append(module.router)
+    return routers
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    ctx = build_context(settings)
+    registry, http_metrics = build_registry(ctx.session_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Idempotent: at head it does nothing; API and workers may all run it at start.
+        upgrade(settings.resolved_database_url)
+        with session_scope(ctx.session_factory) as session:
+            if bootstrap_admin_key(session, settings) is not None:
+                _log.info("admin_key_created", tenant=settings.admin_tenant)
+        app.state.ctx = ctx
+        stop_reconciler = None
+        if settings.run_reconciler_in_api:
+            # Repairs lost messages and expired leases even when no separate reconciler runs.
+            from service.reconciler import start_reconciler_thread
+
+            stop_reconciler = start_reconciler_thread(ctx)
+        _log.info("api_started", database=ctx.engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            if stop_reconciler is not None:
+                stop_reconciler()
+            ctx.close()
+
+    app = FastAPI(
+        title="Unlearning as a service",
+        version=API_VERSION,
+        description=(service_doc or "")
+        + "\n\nErrors are RFC 9457 `application/problem+json`. Auth: `Authorization: Bearer <api key>`.",
+        lifespan=lifespan,
+        # "an unknown method or parameter is 422": a misspelt filter must not silently match all.
+        dependencies=[Depends(forbid_unknown_query)],
+    )
+    app.state.settings = settings
+    app.state.metrics_registry = registry
+
+    from service.audit.routes import router as audit_router
+    from service.keys.routes import router as keys_router
+    from service.ops.routes import router as ops_router
+    from service.registry.routes import router as registry_router
+
+    for router in (ops_router, registry_router, *_optional_routers(), audit_router, keys_router):
+        app.include_router(router)
+
+    install_error_handlers(app)
+    # Added last = outermost: the size limit sees the request before anything reads it, and the
+    # observability middleware wraps everything so even a 413 gets a request id and a log line.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=http_metrics)
+    return app

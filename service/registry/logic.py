@@ -1,0 +1,265 @@
+"""Models and their immutable, content-addressed versions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from torch import nn
+
+from service.audit.logic import append_event
+from service.errors import Problem, conflict, not_found, unprocessable
+from service.storage import ArtifactStore
+from service.tables import Model, ModelVersion
+from worker.unlearning import build_model
+from worker.unlearning.checkpoints import sha256_bytes, validate_checkpoint
+from worker.unlearning.data import num_samples, validate_dataset
+
+VersionRef = int | Literal["latest"]
+
+
+def get_model(session: Session, tenant_id: str, name: str, *, for_update: bool = False) -> Model:
+    """The tenant's model by name; another tenant's model is indistinguishable from a missing one."""
+    stmt = select(Model).where(Model.tenant_id == tenant_id, Model.name == name)
+    if for_update:
+        # Refresh too: the session may hold this row from before (expire_on_commit is off).
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    model = session.scalars(stmt).one_or_none()
+    if model is None:
+        raise not_found("model", name)
+    return model
+
+
+def parse_version_ref(ref: str | int) -> VersionRef:
+    if isinstance(ref, int):
+        return ref
+    if ref == "latest":
+        return "latest"
+    if ref.isdigit() and len(ref) < 10:
+        return int(ref)
+    raise unprocessable(f"version must be a positive integer or 'latest', got {ref!r}")
+
+
+def get_version(session: Session, model: Model, v: VersionRef | str) -> ModelVersion:
+    ref = parse_version_ref(v) if isinstance(v, str) else v
+    if ref == "latest":
+        if model.latest_version is None:
+            raise not_found("version", f"latest of model {model.name} (no version uploaded yet)")
+        number = model.latest_version
+    else:
+        number = ref
+    version = session.scalars(
+        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == number)
+    ).one_or_none()
+    if version is None:
+        raise not_found("version", f"{number} of model {model.name}")
+    return version
+
+
+def publish_version(
+    session: Session,
+    model: Model,
+    *,
+    sha256: str,
+    size_bytes: int,
+    storage_key: str,
+    parent_version: int | None = None,
+    created_by_job: str | None = None,
+    eval_set_sha256: str | None = None,
+    eval_set_key: str | None = None,
+    eval_set_samples: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    description: str | None = None,
+    status: str = "ready",
+) -> ModelVersion:
+    """Add version latest+1 in the caller's transaction and make it the model's latest.
+
+    The (model_id, version) unique constraint turns a concurrent publish into a 409 instead of
+    two versions with the same number.
+    """
+    number = (model.latest_version or 0) + 1
+    version = ModelVersion(
+        model_id=model.id,
+        version=number,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        storage_key=storage_key,
+        status=status,
+        parent_version=parent_version,
+        created_by_job=created_by_job,
+        description=description,
+        eval_set_sha256=eval_set_sha256,
+        eval_set_key=eval_set_key,
+        eval_set_samples=eval_set_samples,
+        metrics=metrics,
+    )
+    try:
+        with session.begin_nested():
+            session.add(version)
+            session.flush()
+    except IntegrityError as exc:
+        raise conflict(f"version {number} of model {model.name} was published concurrently; retry") from exc
+    model.latest_version = number
+    session.flush()
+    return version
+
+
+def build_model_for(model: Model) -> nn.Module:
+    """A freshly initialised module of the model's architecture (raises ArchitectureError → 422)."""
+    return build_model(model.architecture)
+
+
+def check_architecture(task: str, architecture: dict[str, Any]) -> dict[str, Any]:
+    """Validate an architecture spec by building it on the meta device; returns the normalised
+    spec ({"name", "config"} with defaults filled in)."""
+    module = build_model(architecture, device="meta")
+    spec = module.spec
+    if spec.task != task:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"architecture {spec.name!r} is a {spec.task} architecture, but the model's task is {task!r}",
+        )
+    return {"name": spec.name, "config": dict(spec.config)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Use cases behind the routes
+
+
+def model_out(model: Model) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "task": model.task,
+        "architecture": model.architecture,
+        "description": model.description,
+        "tags": list(model.tags or []),
+        "latest_version": model.latest_version,
+        "created_at": model.created_at,
+        "updated_at": model.updated_at,
+    }
+
+
+def version_out(version: ModelVersion) -> dict[str, Any]:
+    eval_set = (
+        {"sha256": version.eval_set_sha256, "n_samples": version.eval_set_samples}
+        if version.eval_set_sha256
+        else None
+    )
+    return {
+        "version": version.version,
+        "sha256": version.sha256,
+        "size_bytes": version.size_bytes,
+        "parent_version": version.parent_version,
+        "created_by_job": version.created_by_job,
+        "status": version.status,
+        "description": version.description,
+        "eval_set": eval_set,
+        "metrics": version.metrics,
+        "created_at": version.created_at,
+    }
+
+
+def create_model(
+    session: Session,
+    *,
+    tenant_id: str,
+    actor: str,
+    name: str,
+    task: str,
+    architecture: dict[str, Any],
+    description: str | None,
+    tags: list[str],
+) -> Model:
+    normalised = check_architecture(task, architecture)
+    exists = session.scalars(select(Model.id).where(Model.tenant_id == tenant_id, Model.name == name)).first()
+    if exists is not None:
+        raise conflict(f"model {name!r} already exists")
+    model = Model(
+        tenant_id=tenant_id,
+        name=name,
+        task=task,
+        architecture=normalised,
+        description=description,
+        tags=list(dict.fromkeys(tags)),
+    )
+    try:
+        with session.begin_nested():
+            session.add(model)
+            session.flush()
+    except IntegrityError as exc:  # a concurrent create of the same name won the race
+        raise conflict(f"model {name!r} already exists") from exc
+    append_event(
+        session,
+        actor=actor,
+        action="model.created",
+        tenant_id=tenant_id,
+        model=name,
+        object_id=model.id,
+        payload={"task": task, "architecture": normalised},
+    )
+    return model
+
+
+def upload_version(
+    session: Session,
+    storage: ArtifactStore,
+    *,
+    tenant_id: str,
+    actor: str,
+    model_name: str,
+    checkpoint: bytes,
+    eval_set: bytes | None,
+    description: str | None,
+) -> ModelVersion:
+    """Validate everything first, store second, publish last: a refused upload leaves no trace."""
+    architecture = dict(get_model(session, tenant_id, model_name).architecture)
+    # End the read transaction before the CPU-bound checks: on SQLite every transaction holds
+    # the database's write lock (BEGIN IMMEDIATE), which workers need for their heartbeats.
+    session.commit()
+    _state, sha = validate_checkpoint(architecture, checkpoint)
+
+    eval_sha: str | None = None
+    n_eval: int | None = None
+    if eval_set is not None:
+        data = validate_dataset(eval_set, architecture)
+        eval_sha = sha256_bytes(eval_set)
+        n_eval = num_samples(data)
+
+    stored = storage.put_bytes(checkpoint, kind="checkpoints")
+    assert stored.sha256 == sha
+    eval_key = storage.put_bytes(eval_set, kind="eval-sets").key if eval_set is not None else None
+
+    # Lock the model row so concurrent uploads get consecutive version numbers. Should the model
+    # have gone meanwhile (404), the stored blobs are content-addressed and so harmless.
+    model = get_model(session, tenant_id, model_name, for_update=True)
+
+    version = publish_version(
+        session,
+        model,
+        sha256=sha,
+        size_bytes=stored.size,
+        storage_key=stored.key,
+        eval_set_sha256=eval_sha,
+        eval_set_key=eval_key,
+        eval_set_samples=n_eval,
+        description=description,
+    )
+    append_event(
+        session,
+        actor=actor,
+        action="version.created",
+        tenant_id=tenant_id,
+        model=model.name,
+        object_id=version.id,
+        payload={
+            "version": version.version,
+            "sha256": sha,
+            "size_bytes": stored.size,
+            "parent_version": None,
+            "eval_set_sha256": eval_sha,
+        },
+    )
+    return version

@@ -1,0 +1,164 @@
+"""Routes of API.md "Models and versions"."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.audit.logic import append_event
+from service.deps import Context, DbSession, Principal, require
+from service.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, paginate
+from service.registry import logic
+from service.registry.download import artifact_response
+from service.registry.schemas import ModelCreate, ModelOut, VersionOut
+from service.tables import Model, ModelVersion
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+Reader = Annotated[Principal, Depends(require("models:read"))]
+Writer = Annotated[Principal, Depends(require("models:write"))]
+
+
+@router.post("", status_code=201, response_model=ModelOut, summary="Register a model")
+def create_model(body: ModelCreate, session: DbSession, principal: Writer, response: Response) -> Any:
+    model = logic.create_model(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        name=body.name,
+        task=body.task,
+        architecture=body.architecture.model_dump(),
+        description=body.description,
+        tags=body.tags,
+    )
+    response.headers["Location"] = f"/v1/models/{model.name}"
+    return logic.model_out(model)
+
+
+@router.get("", response_model=Page[ModelOut], summary="List models")
+def list_models(
+    session: DbSession, principal: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Any:
+    stmt = select(Model).where(Model.tenant_id == principal.tenant_id)
+    rows, next_cursor = paginate(session, stmt, order_by=[Model.name], limit=limit, cursor=cursor)
+    return {"items": [logic.model_out(m) for m in rows], "next_cursor": next_cursor}
+
+
+@router.get("/{name}", response_model=ModelOut, summary="Get a model")
+def get_model(name: str, session: DbSession, principal: Reader) -> Any:
+    return logic.model_out(logic.get_model(session, principal.tenant_id, name))
+
+
+@router.post(
+    "/{name}/versions",
+    status_code=201,
+    response_model=VersionOut,
+    summary="Upload a version (safetensors checkpoint, optional eval set)",
+    responses={422: {"description": "the checkpoint or eval set does not fit the model"}},
+)
+async def upload_version(
+    name: str,
+    request: Request,
+    session: DbSession,
+    principal: Writer,
+    ctx: Context,
+    response: Response,
+    checkpoint: Annotated[UploadFile, File(description="safetensors state dict")],
+    eval_set: Annotated[UploadFile | None, File(description="holdout set: safetensors or .npz")] = None,
+    description: Annotated[str | None, Form(max_length=10_000)] = None,
+) -> Any:
+    checkpoint_bytes = await checkpoint.read()
+    eval_bytes = await eval_set.read() if eval_set is not None else None
+    # Parsing and checking tensors is CPU work: keep it off the event loop.
+    version = await run_in_threadpool(
+        logic.upload_version,
+        session,
+        ctx.storage,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        model_name=name,
+        checkpoint=checkpoint_bytes,
+        eval_set=eval_bytes,
+        description=description,
+    )
+    response.headers["Location"] = f"/v1/models/{name}/versions/{version.version}"
+    return logic.version_out(version)
+
+
+@router.get("/{name}/versions", response_model=Page[VersionOut], summary="List versions")
+def list_versions(
+    name: str, session: DbSession, principal: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Any:
+    model = logic.get_model(session, principal.tenant_id, name)
+    stmt = select(ModelVersion).where(ModelVersion.model_id == model.id)
+    rows, next_cursor = paginate(session, stmt, order_by=[ModelVersion.version], limit=limit, cursor=cursor)
+    return {"items": [logic.version_out(v) for v in rows], "next_cursor": next_cursor}
+
+
+@router.get("/{name}/versions/{v}", response_model=VersionOut, summary="Get a version (int or 'latest')")
+def get_version(name: str, v: str, session: DbSession, principal: Reader) -> Any:
+    model = logic.get_model(session, principal.tenant_id, name)
+    return logic.version_out(logic.get_version(session, model, v))
+
+
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}},
+    206: {"description": "a byte range"},
+    304: {"description": "If-None-Match matched"},
+    416: {"description": "range not satisfiable"},
+}
+
+
+@router.get(
+    "/{name}/versions/{v}/checkpoint",
+    summary="Download a version's safetensors checkpoint (ETag, Repr-Digest, Range)",
+    response_class=Response,
+    responses=_DOWNLOAD_RESPONSES,
+    operation_id="download_checkpoint",
+)
+@router.head(
+    "/{name}/versions/{v}/checkpoint",
+    summary="Headers of a checkpoint download (size, ETag, Repr-Digest)",
+    response_class=Response,
+    operation_id="head_checkpoint",
+)
+def download_checkpoint(
+    name: str,
+    v: str,
+    request: Request,
+    session: DbSession,
+    principal: Reader,
+    ctx: Context,
+    if_none_match: Annotated[str | None, Header()] = None,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
+) -> Response:
+    model = logic.get_model(session, principal.tenant_id, name)
+    version = logic.get_version(session, model, v)
+    resp, sent = artifact_response(
+        store=ctx.storage,
+        key=version.storage_key,
+        sha256=version.sha256,
+        size=version.size_bytes,
+        filename=f"{model.name}-v{version.version}.safetensors",
+        method=request.method,
+        if_none_match=if_none_match,
+        range_header=range_header,
+        if_range=if_range,
+    )
+    # One event per download, not per chunk: a resumed or parallel download's later ranges
+    # (start > 0) and cache revalidations (304) are not recorded.
+    if sent is not None and sent[0] == 0:
+        append_event(
+            session,
+            actor=principal.actor,
+            action="checkpoint.downloaded",
+            tenant_id=principal.tenant_id,
+            model=model.name,
+            object_id=version.id,
+            payload={"version": version.version, "sha256": version.sha256, "range": list(sent)},
+        )
+    return resp

@@ -1,0 +1,56 @@
+"""Model and version bodies (API.md "Models and versions")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+
+
+class ArchitectureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="unique per tenant; used in URLs")
+    task: Literal["classification", "causal-lm"]
+    architecture: ArchitectureIn
+    description: str | None = Field(default=None, max_length=10_000)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ModelOut(BaseModel):
+    name: str
+    task: str
+    architecture: dict[str, Any]
+    description: str | None
+    tags: list[str]
+    latest_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EvalSetOut(BaseModel):
+    sha256: str
+    n_samples: int | None
+
+
+class VersionOut(BaseModel):
+    version: int
+    sha256: str
+    size_bytes: int
+    parent_version: int | None
+    created_by_job: str | None
+    status: str
+    description: str | None
+    eval_set: EvalSetOut | None
+    metrics: dict[str, Any] | None
+    created_at: datetime
