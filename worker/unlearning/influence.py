@@ -175,7 +175,9 @@ def _flatten_cf(x: torch.Tensor, d: int, use_w: bool, use_b: bool) -> torch.Tens
     return torch.cat(parts, -1)
 
 
-def _residuals(z: torch.Tensor, batch: dict[str, torch.Tensor], task: Task, dtype: torch.dtype) -> torch.Tensor:
+def _residuals(
+    z: torch.Tensor, batch: dict[str, torch.Tensor], task: Task, dtype: torch.dtype
+) -> torch.Tensor:
     """∂loss_i/∂z: softmax − onehot ([B, C]), or per token scaled by the sequence's 1/T ([B, T-1, V])."""
     if task == "classification":
         e = torch.softmax(z.to(dtype), -1)
@@ -187,8 +189,14 @@ def _residuals(z: torch.Tensor, batch: dict[str, torch.Tensor], task: Task, dtyp
 
 
 def _cf_batches(
-    model: nn.Module, data: Dataset, task: Task, head: nn.Linear, use_w: bool, use_b: bool,
-    batch_size: int, device: torch.device,
+    model: nn.Module,
+    data: Dataset,
+    task: Task,
+    head: nn.Linear,
+    use_w: bool,
+    use_b: bool,
+    batch_size: int,
+    device: torch.device,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(residuals E, augmented head inputs H) per forward batch."""
     for batch in iterate_batches(data, batch_size, device=device):
@@ -207,8 +215,13 @@ def _cf_batches(
 
 @torch.no_grad()
 def _closed_form(
-    model: nn.Module, data: Dataset, task: Task, names: list[str], fisher_lambda: float,
-    batch_size: int, device: torch.device,
+    model: nn.Module,
+    data: Dataset,
+    task: Task,
+    names: list[str],
+    fisher_lambda: float,
+    batch_size: int,
+    device: torch.device,
 ) -> InfluenceResult:
     head, use_w, use_b = _head_for(model, names)
     n = num_samples(data)
@@ -241,8 +254,10 @@ def _closed_form(
     else:
         # Second forward pass: storing [N, T, V] residuals would cost more than recomputing them.
         infl = torch.cat(
-            [-((e @ m) * hh).sum((-2, -1)) for e, hh in _cf_batches(
-                model, data, task, head, use_w, use_b, batch_size, device)]
+            [
+                -((e @ m) * hh).sum((-2, -1))
+                for e, hh in _cf_batches(model, data, task, head, use_w, use_b, batch_size, device)
+            ]
         )
     return InfluenceResult(
         influence=infl.float().cpu(),
@@ -261,8 +276,11 @@ def _closed_form_grads(
     rows = []
     with torch.no_grad():
         for e, hh in _cf_batches(model, data, task, head, use_w, use_b, batch_size, device):
-            g = torch.einsum("bc,bk->bck", e, hh) if task == "classification" else torch.einsum(
-                "btc,btk->bck", e, hh)
+            g = (
+                torch.einsum("bc,bk->bck", e, hh)
+                if task == "classification"
+                else torch.einsum("btc,btk->bck", e, hh)
+            )
             rows.append(_flatten_cf(g, head.in_features, use_w, use_b))
     return torch.cat(rows)
 
@@ -316,8 +334,10 @@ def _from_rows(
         f_sum = sq if f_sum is None else f_sum + sq
         g_sum = s1 if g_sum is None else g_sum + s1
         size += rows.numel()
-        if cache is not None:
-            cache = cache + [rows] if size <= MAX_CHUNK_ELEMENTS else None
+        if cache is not None and size <= MAX_CHUNK_ELEMENTS:
+            cache.append(rows)
+        else:
+            cache = None  # too large to keep: the second pass recomputes the rows
     assert f_sum is not None and g_sum is not None
     fisher = f_sum / n + fisher_lambda
     mean_grad = g_sum / n
@@ -414,10 +434,16 @@ def influence_scores(
             method = "func"
         if method == "func":
             return _from_rows(
-                lambda: _func_chunks(model, data, task, names, chunk_size, dev), n, names, fisher_lambda, "func"
+                lambda: _func_chunks(model, data, task, names, chunk_size, dev),
+                n,
+                names,
+                fisher_lambda,
+                "func",
             )
         if method == "loop":
-            return _from_rows(lambda: _loop_rows(model, data, task, names, dev), n, names, fisher_lambda, "loop")
+            return _from_rows(
+                lambda: _loop_rows(model, data, task, names, dev), n, names, fisher_lambda, "loop"
+            )
     raise ParamsError(f"unknown gradient method {method!r}; use auto, closed_form, func or loop")
 
 
@@ -455,8 +481,15 @@ def imu_sample_weights(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """IMU steps 1–5 on the forget set: per-sample weights [N] (zeros for unselected) and info."""
     res = influence_scores(
-        model, forget, task, target=target, fisher_lambda=fisher_lambda, method=method,
-        chunk_size=chunk_size, batch_size=batch_size, device=device,
+        model,
+        forget,
+        task,
+        target=target,
+        fisher_lambda=fisher_lambda,
+        method=method,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        device=device,
     )
     weights, selected = select_weights(res.influence, top_fraction, clip_quantile)
     infl = res.influence.double()

@@ -44,7 +44,9 @@ def num_samples(data: Dataset) -> int:
     return int(data[key].shape[0])
 
 
-def to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str | None) -> dict[str, torch.Tensor]:
+def to_device(
+    batch: Mapping[str, torch.Tensor], device: torch.device | str | None
+) -> dict[str, torch.Tensor]:
     if device is None:
         return dict(batch)
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -137,7 +139,9 @@ def correct_from_logits(z: torch.Tensor, batch: Mapping[str, torch.Tensor], task
     return hit.sum(1) / valid.sum(1).clamp_min(1.0)
 
 
-def per_sample_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], task: Task | None = None) -> torch.Tensor:
+def per_sample_loss(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], task: Task | None = None
+) -> torch.Tensor:
     task = task or infer_task(batch)
     return loss_from_logits(logits(model, batch), batch, task)
 

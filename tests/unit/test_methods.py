@@ -1,0 +1,216 @@
+"""Every method through the one entry point ``unlearn``: contract, safety, determinism, forgetting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from worker.unlearning.errors import CancelledError, DivergedError, ParamsError
+from worker.unlearning.methods import get_method, list_methods, unlearn
+from worker.unlearning.training import train
+from worker.unlearning.verification import evaluate
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(64, 64), nn.ReLU())
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, object]:
+    """sklearn digits, an MLP trained to >99% train accuracy; forget = a random 10% of the train set."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:1200], perm[1200:]
+    torch.manual_seed(0)
+    model = MLP()
+    train(model, {"inputs": x[tr], "labels": y[tr]}, epochs=30, lr=1e-2, batch_size=128, device="cpu")
+    assert evaluate(model, {"inputs": x[tr], "labels": y[tr]})["accuracy"] > 0.99
+    return {
+        "model": model,
+        "forget": {"inputs": x[tr[:120]], "labels": y[tr[:120]]},
+        "retain": {"inputs": x[tr[120:]], "labels": y[tr[120:]]},
+        "eval": {"inputs": x[te], "labels": y[te]},
+    }
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _changed(before: nn.Module, after: nn.Module) -> set[str]:
+    a, b = dict(before.named_parameters()), dict(after.named_parameters())
+    return {k for k in a if not torch.equal(a[k].detach(), b[k].detach())}
+
+
+def test_registry() -> None:
+    assert {"imu", "ga", "iau", "retrain"} <= set(list_methods())
+    assert get_method("iau").requires_retain and get_method("retrain").requires_retain
+    assert not get_method("imu").requires_retain
+    with pytest.raises(ParamsError, match="imu"):  # lists the known methods
+        get_method("nope")
+
+
+def test_bad_params_are_rejected(digits: dict) -> None:
+    m, f = digits["model"], digits["forget"]
+    with pytest.raises(ParamsError, match="learning_rate"):
+        unlearn("imu", m, f, {"learning_rate": 0.1})
+    with pytest.raises(ParamsError, match="top_fraction"):
+        unlearn("imu", m, f, {"top_fraction": 1.5})
+    with pytest.raises(ParamsError, match="eval"):
+        unlearn("imu", m, f, {"early_stop": "eval_accuracy"})  # needs an eval set
+    with pytest.raises(ParamsError, match="retain"):
+        unlearn("iau", m, f)
+    with pytest.raises(ParamsError, match="unknown method"):
+        unlearn("magic", m, f)
+
+
+def test_imu_default_is_official_and_changes_only_the_head(digits: dict) -> None:
+    m, f, ev = digits["model"], digits["forget"], digits["eval"]
+    before = _snapshot(m)
+    res = unlearn("imu", m, f, eval=ev, device="cpu")
+    assert _same(before, _snapshot(m))  # input model untouched
+    rep = res.report
+    p = rep["params"]
+    assert (p["lr"], p["momentum"], p["weight_decay"], p["alpha"], p["epochs"], p["batch_size"]) == (
+        0.01,
+        0.9,
+        5e-4,
+        0.2,
+        10,
+        256,
+    )
+    assert (p["top_fraction"], p["clip_quantile"], p["milestones"]) == (0.1, 0.93, [91, 136])
+    assert _changed(m, res.model) == {"head.weight", "head.bias"}
+    assert rep["n_selected"] == max(int(rep["n_negative"] * 0.1), 1)
+    assert rep["epochs_run"] == 10 and rep["influence_path"] == "closed_form"
+    assert set(rep["before"]) == {"forget_accuracy", "forget_loss", "eval_accuracy", "eval_loss", "mia_auc"}
+    assert rep["param_l2_change"] > 0 and rep["elapsed_s"] > 0 and rep["device"] == "cpu"
+    assert next(res.model.parameters()).device.type == "cpu"
+
+
+def test_imu_early_stop_reaches_eval_accuracy(digits: dict) -> None:
+    m, f, ev = digits["model"], digits["forget"], digits["eval"]
+    res = unlearn("imu", m, f, {"preset": "adaptive", "max_eval_drop": None}, eval=ev, device="cpu")
+    rep = res.report
+    assert rep["before"]["forget_accuracy"] > rep["before"]["eval_accuracy"]
+    assert rep["stopped_early"] and rep["target_reached"] and rep["stop_reason"] == "target_reached"
+    assert rep["after"]["forget_accuracy"] <= rep["after"]["eval_accuracy"]
+    assert rep["epochs_run"] < rep["params"]["max_epochs"]
+
+
+def test_imu_utility_guard_keeps_eval_accuracy(digits: dict) -> None:
+    m, f, ev = digits["model"], digits["forget"], digits["eval"]
+    res = unlearn("imu", m, f, {"preset": "adaptive", "max_eval_drop": 0.01}, eval=ev, device="cpu")
+    rep = res.report
+    assert rep["params"]["lr_mode"] == "relative" and rep["params"]["alpha"] == 0.0
+    assert rep["after"]["eval_accuracy"] >= rep["before"]["eval_accuracy"] - 0.01
+    assert rep["stop_reason"] in {"max_eval_drop", "target_reached"}
+
+
+def test_ga_and_recompute_run(digits: dict) -> None:
+    m, f, ev = digits["model"], digits["forget"], digits["eval"]
+    res = unlearn("ga", m, f, {"epochs": 2}, eval=ev, device="cpu")
+    assert res.report["n_selected"] == 120 and _changed(m, res.model) == {"head.weight", "head.bias"}
+    res = unlearn("imu", m, f, {"epochs": 3, "recompute": "epoch", "target": "body.0"}, device="cpu")
+    assert len(res.report["n_selected_per_epoch"]) == 3
+    assert res.report["influence_path"] == "func"
+    assert _changed(m, res.model) == {"body.0.weight", "body.0.bias"}
+
+
+def test_iau_updates_all_parameters(digits: dict) -> None:
+    m = digits["model"]
+    res = unlearn("iau", m, digits["forget"], retain=digits["retain"], eval=digits["eval"], device="cpu")
+    assert _changed(m, res.model) == {n for n, _ in m.named_parameters()}
+    # the first Adam step moves every coordinate by ≈ lr
+    step = (res.model.head.bias - m.head.bias).detach().abs()
+    assert float(step.max()) == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_retrain_builds_a_fresh_model(digits: dict) -> None:
+    m = digits["model"]
+    res = unlearn(
+        "retrain",
+        m,
+        digits["forget"],
+        {"epochs": 8, "lr": 1e-2, "batch_size": 128},
+        retain=digits["retain"],
+        device="cpu",
+    )
+    assert res.report["recipe"]["epochs"] == 8 and res.report["recipe"]["optimizer"] == "adam"
+    assert _changed(m, res.model) == {n for n, _ in m.named_parameters()}
+    assert evaluate(res.model, digits["retain"])["accuracy"] > 0.9
+
+
+def test_divergence_leaves_input_untouched(digits: dict) -> None:
+    m, f = digits["model"], digits["forget"]
+    before = _snapshot(m)
+    with pytest.raises(DivergedError):
+        # relative steps of 100·‖θ‖ grow θ geometrically until it overflows
+        unlearn("ga", m, f, {"lr_mode": "relative", "lr": 100.0, "alpha": 0.0, "epochs": 100}, device="cpu")
+    assert _same(before, _snapshot(m))
+
+
+def test_cancel_and_progress(digits: dict) -> None:
+    m, f, ev = digits["model"], digits["forget"], digits["eval"]
+    seen: list[tuple[str, float]] = []
+    unlearn("imu", m, f, {"epochs": 4}, eval=ev, device="cpu", progress=lambda s, x: seen.append((s, x)))
+    fractions = [x for _, x in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert {"influence", "unlearn", "verify"} <= {s for s, _ in seen}
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    before = _snapshot(m)
+    with pytest.raises(CancelledError):
+        unlearn("imu", m, f, {"epochs": 50}, device="cpu", should_cancel=cancel)
+    assert _same(before, _snapshot(m))
+
+
+@pytest.mark.parametrize("method", ["imu", "ga", "iau"])
+def test_same_seed_is_bit_identical(digits: dict, method: str) -> None:
+    kw = {"retain": digits["retain"], "device": "cpu", "seed": 3}
+    a = unlearn(method, digits["model"], digits["forget"], **kw).state_dict
+    b = unlearn(method, digits["model"], digits["forget"], **kw).state_dict
+    assert _same(a, b)
+
+
+def test_imu_on_a_causal_lm() -> None:
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(11, 16)
+            self.head = nn.Linear(16, 11)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.emb(ids)))
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 11, (40, 8))
+    model = LM()
+    train(model, {"input_ids": ids}, epochs=15, lr=2e-2, batch_size=20, device="cpu")
+    forget, ev = {"input_ids": ids[:8]}, {"input_ids": torch.randint(0, 11, (16, 8))}
+    res = unlearn(
+        "imu", model, forget, {"preset": "adaptive", "max_eval_drop": None, "lr": 0.02}, eval=ev, device="cpu"
+    )
+    rep = res.report
+    assert rep["influence_path"] == "closed_form"
+    assert _changed(model, res.model) == {"head.weight", "head.bias"}
+    assert rep["after"]["forget_loss"] > rep["before"]["forget_loss"]

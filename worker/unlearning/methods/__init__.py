@@ -1,0 +1,147 @@
+"""Unlearning methods behind one entry point, ``unlearn(method, model, forget, params, ...)``.
+
+Registered: ``imu`` (default of the service; ``{"preset": "adaptive"}`` is the setting that forgets
+on small memorising models without collapsing them), ``ga``, ``iau`` and ``retrain`` (these two need
+the retain set).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from worker.unlearning.errors import DivergedError, ParamsError
+from worker.unlearning.methods import ga, iau, imu, retrain  # noqa: F401  (registers the methods)
+from worker.unlearning.methods.base import (
+    MethodParams,
+    MethodSpec,
+    all_finite,
+    check_cancel,
+    get_method,
+    list_methods,
+    register_method,
+)
+from worker.unlearning.tasks import infer_task, num_samples, resolve_device
+from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
+from worker.unlearning.verification import measure, param_l2_change
+
+__all__ = [
+    "MethodParams",
+    "MethodSpec",
+    "get_method",
+    "list_methods",
+    "register_method",
+    "unlearn",
+]
+
+
+@contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed every RNG and ask for deterministic kernels; the previous global settings come back after."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    prev_alg = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(prev_alg, warn_only=prev_warn)
+            torch.backends.cudnn.benchmark = prev_bench
+
+
+class _Progress:
+    """Maps a method's own fractions into [0.05, 0.95] and never lets the overall fraction go back."""
+
+    def __init__(self, fn: ProgressFn | None, should_cancel: CancelFn | None) -> None:
+        self.fn, self.should_cancel, self.last = fn, should_cancel, 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        check_cancel(self.should_cancel)
+        self.last = max(self.last, min(max(float(fraction), 0.0), 1.0))
+        if self.fn is not None:
+            self.fn(stage, self.last)
+
+    def inner(self, stage: str, fraction: float) -> None:
+        self(stage, 0.05 + 0.9 * min(max(float(fraction), 0.0), 1.0))
+
+
+def unlearn(
+    method: str,
+    model: nn.Module,
+    forget: Dataset,
+    params: dict[str, Any] | MethodParams | None = None,
+    *,
+    eval: Dataset | None = None,
+    retain: Dataset | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> UnlearnResult:
+    """Run ``method`` on a private copy of ``model``; the input model is never modified.
+
+    Returns the new model on CPU and a report: method, params (resolved, with defaults), device,
+    seed, before/after metrics M, elapsed_s, param_l2_change and the method's own entries.
+    Raises ParamsError (bad method/params, missing retain set), DivergedError (NaN/Inf),
+    CancelledError (``should_cancel()`` became true).
+    """
+    spec = get_method(method)
+    resolved = spec.parse_params(params)
+    if num_samples(forget) == 0:
+        raise ParamsError("the forget set is empty")
+    if spec.requires_retain and (retain is None or num_samples(retain) == 0):
+        raise ParamsError(f"method {method!r} needs the retain set (retain=...)")
+    task = infer_task(forget)
+    dev = resolve_device(device)
+    prog = _Progress(progress, should_cancel)
+    start = time.perf_counter()
+    with deterministic(seed):
+        prog("prepare", 0.0)
+        work = copy.deepcopy(model).to(dev)
+        before = measure(work, forget, eval, task=task, device=dev)
+        prog("measure", 0.05)
+        result = spec.fn(
+            work,
+            forget,
+            resolved,
+            eval=eval,
+            retain=retain,
+            device=dev,
+            seed=seed,
+            progress=prog.inner,
+            should_cancel=should_cancel,
+        )
+        new = result.model
+        if not all_finite(new):
+            raise DivergedError(f"{method} produced NaN/Inf parameters; the input model is unchanged")
+        prog("verify", 0.95)
+        after = measure(new, forget, eval, task=task, device=dev)
+    new = new.cpu().eval()
+    report: dict[str, Any] = {
+        "method": method,
+        "params": resolved.model_dump(mode="json"),
+        "device": str(dev),
+        "seed": seed,
+        "before": before,
+        "after": after,
+        "elapsed_s": time.perf_counter() - start,
+        "param_l2_change": param_l2_change(model, new),
+        **result.report,
+    }
+    prog("done", 1.0)
+    return UnlearnResult(new, report)

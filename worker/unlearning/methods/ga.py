@@ -1,0 +1,51 @@
+"""Uniform gradient ascent (``ga``): the baseline IMU improves on.
+
+It is IMU's loop with every forget sample weighted equally — same θ (last linear layer), loss,
+optimizer, schedule and options (early stop, relative steps, presets) — so that a comparison
+isolates the influence weighting. The official ``GA.py`` of ``goodluckisallyouneed/IMU`` ascends
+on all parameters without the L1 term: ``{"target": "all", "alpha": 0}`` reproduces it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worker.unlearning.methods.base import register_method
+from worker.unlearning.methods.imu import AscentParams, _early_stop_mode, run_ascent
+from worker.unlearning.tasks import num_samples
+from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
+
+
+class GAParams(AscentParams):
+    pass
+
+
+@register_method("ga", params=GAParams)
+def unlearn(
+    model: torch.nn.Module,
+    forget: Dataset,
+    params: GAParams,
+    *,
+    eval: Dataset | None,
+    retain: Dataset | None,
+    device: torch.device,
+    seed: int,
+    progress: ProgressFn,
+    should_cancel: CancelFn,
+) -> UnlearnResult:
+    """Gradient ascent with equal weights on every forget sample."""
+    _early_stop_mode(params, eval)
+    n = num_samples(forget)
+    report = run_ascent(
+        model,
+        forget,
+        torch.ones(n),
+        params,
+        eval=eval,
+        device=device,
+        seed=seed,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    report["n_selected"] = n
+    return UnlearnResult(model, report)

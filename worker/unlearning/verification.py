@@ -1,0 +1,167 @@
+"""Verification metrics: accuracy/loss, loss-based membership inference AUC, parameter change,
+and the comparisons with a retrained reference model used in the unlearning literature
+(Avg Gap as in SalUn, Fan et al. 2024; Tug-of-War, Zhao et al. 2024)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from worker.unlearning.tasks import (
+    correct_from_logits,
+    infer_task,
+    iterate_batches,
+    logits,
+    loss_from_logits,
+    num_samples,
+)
+from worker.unlearning.types import Dataset, Task
+
+
+def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def per_sample_metrics(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    task: Task | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(losses [N], accuracies [N]) on CPU, model in eval mode (its mode is restored)."""
+    task = task or infer_task(data)
+    dev = _device_of(model, device)
+    was_training = model.training
+    model.eval()
+    losses, correct = [], []
+    try:
+        for batch in iterate_batches(data, batch_size, device=dev):
+            z = logits(model, batch)
+            losses.append(loss_from_logits(z, batch, task).float().cpu())
+            correct.append(correct_from_logits(z, batch, task).float().cpu())
+    finally:
+        model.train(was_training)
+    if not losses:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(losses), torch.cat(correct)
+
+
+def per_sample_losses(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    task: Task | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    return per_sample_metrics(model, data, task=task, device=device, batch_size=batch_size)[0]
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    task: Task | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Mean accuracy and mean loss over a data set."""
+    losses, correct = per_sample_metrics(model, data, task=task, device=device, batch_size=batch_size)
+    if losses.numel() == 0:
+        return {"accuracy": float("nan"), "loss": float("nan")}
+    return {"accuracy": float(correct.double().mean()), "loss": float(losses.double().mean())}
+
+
+def mia_auc(forget_losses: torch.Tensor, eval_losses: torch.Tensor) -> float:
+    """AUC of the loss attack "lower loss ⇒ member": P(loss_f < loss_e) + ½ P(loss_f = loss_e).
+
+    0.5 means forget samples are indistinguishable from unseen ones; 1.0 means all are exposed.
+    Mann–Whitney U through average ranks: O(n log n), no loop over pairs.
+    """
+    f = torch.as_tensor(forget_losses).double().flatten()
+    e = torch.as_tensor(eval_losses).double().flatten()
+    nf, ne = f.numel(), e.numel()
+    if nf == 0 or ne == 0:
+        return float("nan")
+    # Rank by −loss so that "higher score = member"; ties get their average rank.
+    scores = torch.cat([-f, -e])
+    _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    avg_rank = ends - (counts.double() - 1) / 2  # 1-based average rank of each distinct value
+    ranks = avg_rank[inverse]
+    u = ranks[:nf].sum() - nf * (nf + 1) / 2
+    return float(u / (nf * ne))
+
+
+def measure(
+    model: nn.Module,
+    forget: Dataset,
+    eval: Dataset | None = None,
+    *,
+    task: Task | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """M = {forget_accuracy, forget_loss, eval_accuracy?, eval_loss?, mia_auc?} (eval ones need eval)."""
+    task = task or infer_task(forget)
+    fl, fc = per_sample_metrics(model, forget, task=task, device=device, batch_size=batch_size)
+    out = {"forget_accuracy": float(fc.double().mean()), "forget_loss": float(fl.double().mean())}
+    if eval is not None and num_samples(eval) > 0:
+        el, ec = per_sample_metrics(model, eval, task=task, device=device, batch_size=batch_size)
+        out["eval_accuracy"] = float(ec.double().mean())
+        out["eval_loss"] = float(el.double().mean())
+        out["mia_auc"] = mia_auc(fl, el)
+    return out
+
+
+def param_l2_change(
+    before: nn.Module | Mapping[str, torch.Tensor], after: nn.Module | Mapping[str, torch.Tensor]
+) -> float:
+    """‖θ_after − θ_before‖₂ over all floating-point parameters (buffers excluded)."""
+    a = dict(before.named_parameters()) if isinstance(before, nn.Module) else dict(before)
+    b = dict(after.named_parameters()) if isinstance(after, nn.Module) else dict(after)
+    total = torch.zeros((), dtype=torch.float64)
+    for name, t in a.items():
+        if name in b and t.is_floating_point():
+            total += (b[name].detach().double().cpu() - t.detach().double().cpu()).pow(2).sum()
+    return float(total.sqrt())
+
+
+# Metrics that the Avg Gap averages over (SalUn: UA/forget acc, RA/retain acc, TA/test acc, MIA).
+GAP_METRICS = ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia_auc")
+
+
+def gap_to_reference(
+    metrics: Mapping[str, float], reference_metrics: Mapping[str, float], keys: tuple[str, ...] = GAP_METRICS
+) -> dict[str, Any]:
+    """Absolute gap of each metric to the retrained reference, and their mean ("avg_gap").
+
+    Uses the keys both dicts have (e.g. eval_accuracy may stand in for test_accuracy if you pass it).
+    """
+    gaps = {
+        k: abs(float(metrics[k]) - float(reference_metrics[k]))
+        for k in keys
+        if k in metrics and k in reference_metrics
+    }
+    avg = sum(gaps.values()) / len(gaps) if gaps else float("nan")
+    return {"gaps": gaps, "avg_gap": avg}
+
+
+def tug_of_war(metrics: Mapping[str, float], reference_metrics: Mapping[str, float]) -> float:
+    """ToW = (1 − |Δ forget acc|)(1 − |Δ retain acc|)(1 − |Δ test acc|) against the retrained model.
+
+    Accuracies in [0, 1]; 1.0 means the unlearned model matches the retrained one on all three.
+    """
+    tow = 1.0
+    for k in ("forget_accuracy", "retain_accuracy", "test_accuracy"):
+        tow *= 1.0 - abs(float(metrics[k]) - float(reference_metrics[k]))
+    return tow
