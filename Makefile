@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The embedded default needs an admin key: one is made on first run and kept in var/admin-key
+# (mode 0600), unless UNLEARN_ADMIN_KEY is set.
 run: $(STAMP)
-	$(BIN)/unlearn-service run --host $(HOST) --port $(PORT)
+	@mkdir -p var && umask 077 && test -s var/admin-key || \
+		$(BIN)/python -c "import secrets; print('dev-' + secrets.token_urlsafe(32))" > var/admin-key
+	@echo "admin key: var/admin-key"
+	UNLEARN_ADMIN_KEY="$${UNLEARN_ADMIN_KEY:-$$(cat var/admin-key)}" \
+		$(BIN)/unlearn-service run --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

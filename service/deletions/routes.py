@@ -1,3 +1,180 @@
-from fastapi import APIRouter
+"""Deletion-request endpoints: thin HTTP adapters over ``service.deletions.logic``."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service import idempotency
+from service.deletions import logic
+from service.deletions.schemas import DeletionRequestIn, DeletionRequestOut, DeletionRequestPage
+from service.deps import Context, DbSession, Principal, authenticate_request, require
+from service.errors import Problem, unprocessable
+from service.pagination import DEFAULT_LIMIT, Cursor, Limit, forbid_unknown_query
+
+router = APIRouter(tags=["deletion requests"])
+
+Writer = Annotated[Principal, Depends(require("deletions:write"))]
+
+
+def _reader(principal: Annotated[Principal, Depends(authenticate_request)]) -> Principal:
+    # Reading a request is allowed to whoever may submit one, and to job readers (operators).
+    if not (principal.has("jobs:read") or principal.has("deletions:write")):
+        raise Problem(403, "Forbidden", "this API key needs the 'jobs:read' or 'deletions:write' scope")
+    return principal
+
+
+Reader = Annotated[Principal, Depends(_reader)]
+
+_FORM_FIELDS = {"forget_set", "subject", "method", "params", "base_version", "policy"}
+
+
+def _json_field(name: str, raw: str | None) -> Any:
+    if raw is None or raw == "":
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise unprocessable(f"{name}: not valid JSON ({exc.msg})") from exc
+
+
+async def _parse_multipart(request: Request) -> tuple[logic.Intake, bytes]:
+    form = await request.form(max_files=1, max_fields=len(_FORM_FIELDS))
+    unknown = sorted(set(form.keys()) - _FORM_FIELDS)
+    if unknown:
+        raise unprocessable(f"unknown form field(s): {', '.join(unknown)}; allowed: {sorted(_FORM_FIELDS)}")
+    upload = form.get("forget_set")
+    if not isinstance(upload, UploadFile):
+        raise unprocessable("forget_set: a file is required (multipart field 'forget_set')")
+    data = await upload.read()
+
+    def text(name: str) -> str | None:
+        value = form.get(name)
+        if value is not None and not isinstance(value, str):
+            raise unprocessable(f"{name}: must be a text field, not a file")
+        return value
+
+    params = _json_field("params", text("params"))
+    if params is not None and not isinstance(params, dict):
+        raise unprocessable("params: must be a JSON object")
+    base = text("base_version")
+    try:
+        base_version = int(base) if base not in (None, "") else None
+    except ValueError as exc:
+        raise unprocessable("base_version: must be an integer") from exc
+    subject = text("subject")
+    if subject is not None and len(subject) > 400:
+        raise unprocessable("subject: at most 400 characters")
+    intake = logic.Intake(
+        source=data,
+        inline=False,
+        subject=subject or None,
+        method=text("method") or None,
+        params=params,
+        base_version=base_version,
+        policy=logic.parse_policy(_json_field("policy", text("policy"))),
+    )
+    # Multipart boundaries differ between retries of one logical request, so the idempotency hash
+    # covers a canonical form: the text fields and the sha256 of the file.
+    canonical = json.dumps(
+        {
+            "forget_set_sha256": hashlib.sha256(data).hexdigest(),
+            **{k: form.get(k) for k in sorted(_FORM_FIELDS - {"forget_set"})},
+        },
+        sort_keys=True,
+    ).encode()
+    return intake, canonical
+
+
+def _parse_json(body: bytes) -> logic.Intake:
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise unprocessable(f"the body is not valid JSON: {exc}") from exc
+    try:
+        parsed = DeletionRequestIn.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_input=False)
+        ]
+        first = errors[0]
+        raise unprocessable(
+            f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", errors=errors
+        ) from exc
+    return logic.Intake(
+        source=parsed.samples.as_mapping(),
+        inline=True,
+        subject=parsed.subject,
+        method=parsed.method,
+        params=parsed.params,
+        base_version=parsed.base_version,
+        policy=parsed.policy,
+    )
+
+
+@router.post(
+    "/v1/models/{name}/deletion-requests",
+    status_code=202,
+    response_model=DeletionRequestOut,
+    summary="Ask for samples to be forgotten (multipart forget_set file, or JSON samples)",
+    responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}}},
+)
+async def create_deletion_request(
+    name: str,
+    request: Request,
+    ctx: Context,
+    db: DbSession,
+    principal: Writer,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        intake, hashed_body = await _parse_multipart(request)
+    elif content_type.startswith("application/json") or content_type == "":
+        hashed_body = await request.body()
+        intake = _parse_json(hashed_body)
+    else:
+        raise Problem(415, "Unsupported Media Type", "send multipart/form-data (forget_set file) or JSON")
+    idem = idempotency.make_context(
+        principal.tenant_id, idempotency_key, "POST", request.url.path, hashed_body
+    )
+    # Validation, storage and the database work block; keep them off the event loop.
+    answer = await run_in_threadpool(logic.submit, ctx, db, principal, name, intake, idem)
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
+
+
+@router.get(
+    "/v1/deletion-requests/{request_id}",
+    response_model=DeletionRequestOut,
+    summary="Get a deletion request",
+)
+def get_deletion_request(request_id: str, db: DbSession, principal: Reader) -> Any:
+    return logic.get_request(db, principal.tenant_id, request_id)
+
+
+@router.get(
+    "/v1/deletion-requests",
+    response_model=DeletionRequestPage,
+    summary="List deletion requests",
+    dependencies=[Depends(forbid_unknown_query)],
+)
+def list_deletion_requests(
+    db: DbSession,
+    principal: Reader,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Any:
+    items, next_cursor = logic.list_requests(
+        db, principal.tenant_id, model=model, status=status, limit=limit, cursor=cursor
+    )
+    return {"items": items, "next_cursor": next_cursor}

@@ -1,3 +1,65 @@
-from fastapi import APIRouter
+"""Job endpoints: thin HTTP adapters over ``service.jobs.logic``."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from service.deletions.logic import purge_forget_sets
+from service.deps import Context, DbSession, Principal, require
+from service.jobs import logic
+from service.jobs.schemas import JobOut, JobPage
+from service.outbox import publish_rows, publisher_for
+from service.pagination import DEFAULT_LIMIT, Cursor, Limit, forbid_unknown_query
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Reader = Annotated[Principal, Depends(require("jobs:read"))]
+Canceller = Annotated[Principal, Depends(require("deletions:write"))]
+
+
+@router.get("", response_model=JobPage, summary="List jobs", dependencies=[Depends(forbid_unknown_query)])
+def list_jobs(
+    db: DbSession,
+    principal: Reader,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Any:
+    items, next_cursor = logic.list_jobs(
+        db, principal.tenant_id, model=model, status=status, limit=limit, cursor=cursor
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="Get a job")
+def get_job(job_id: str, db: DbSession, principal: Reader) -> Any:
+    return logic.get_job(db, principal.tenant_id, job_id)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, summary="Cancel a job")
+def cancel_job(job_id: str, ctx: Context, db: DbSession, principal: Canceller) -> Any:
+    out, outbox, ended = logic.cancel_job(db, principal, job_id)
+    db.commit()
+    if outbox:
+        publish_rows(ctx, publisher_for(ctx.settings), outbox)
+    if ended:
+        purge_forget_sets(ctx, out.deletion_requests)
+    return JSONResponse(out.model_dump(mode="json"), status_code=202)
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Progress of a job as Server-Sent Events (ends when the job ends)",
+    response_class=StreamingResponse,
+)
+def job_events(job_id: str, ctx: Context, db: DbSession, principal: Reader) -> StreamingResponse:
+    logic.get_job(db, principal.tenant_id, job_id)  # 404 before the stream starts
+    return StreamingResponse(
+        logic.event_stream(ctx, principal.tenant_id, job_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

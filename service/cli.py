@@ -1,0 +1,222 @@
+"""``unlearn-service``: run the API, the worker, both (embedded default), migrations, the reconciler,
+and create API keys.
+
+    unlearn-service run --host 127.0.0.1 --port 8000   # what `make run` calls: migrate, API + 1 worker
+    unlearn-service api | worker | migrate | reconcile [--once] | create-key --tenant T --scopes a,b
+
+Settings come from ``UNLEARN_*`` environment variables (see service/settings.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from service.settings import get_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Unlearning as a service: API, worker, both (`run`), migrations, reconciler, API keys.",
+)
+
+
+def _migrate() -> None:
+    from service.migrate import upgrade
+
+    upgrade(get_settings().resolved_database_url)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest revision (idempotent)."""
+    _migrate()
+    typer.echo("database at head")
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    if workers > 1:
+        uvicorn.run(
+            "service.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None
+        )
+        return
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+def _default_pool(concurrency: int) -> str:
+    # solo runs the job in the worker's main process: the embedded default and one-GPU workers.
+    return "solo" if concurrency == 1 else "prefork"
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="parallel jobs (default: settings)")] = None,
+    pool: Annotated[str | None, typer.Option(help="solo | threads | prefork (default: solo if 1)")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name")] = None,
+) -> None:
+    """Run a Celery worker. Run one per GPU (CUDA_VISIBLE_DEVICES=i) with concurrency 1."""
+    from worker.celery_app import QUEUE
+    from worker.celery_app import app as celery_app
+
+    settings = get_settings()
+    n = concurrency or settings.worker_concurrency
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--concurrency={n}",
+        f"--pool={pool or _default_pool(n)}",
+        f"--queues={QUEUE}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def reconcile(
+    once: Annotated[bool, typer.Option("--once", help="one pass, print its stats, exit")] = False,
+) -> None:
+    """Repair expired leases and locks, (re)publish outbox messages, purge forget sets."""
+    from service.context import build_context
+    from service.reconciler import reconcile_once
+
+    settings = get_settings()
+    ctx = build_context(settings)
+    try:
+        if once:
+            typer.echo(json.dumps(reconcile_once(ctx)))
+            return
+        while True:
+            stats = reconcile_once(ctx)
+            if any(stats.values()):
+                typer.echo(json.dumps(stats))
+            time.sleep(settings.reconcile_interval_seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ctx.close()
+
+
+@app.command("create-key")
+def create_key_cmd(
+    tenant: Annotated[str, typer.Option(help="tenant name (created if new)")],
+    scopes: Annotated[str, typer.Option(help="comma-separated scopes, e.g. models:read,deletions:write")],
+    name: Annotated[str, typer.Option(help="a label for the key")] = "cli",
+) -> None:
+    """Create an API key and print it (the only time it is shown)."""
+    from service.auth import create_key, ensure_tenant
+    from service.context import build_context
+    from service.db import session_scope
+
+    _migrate()
+    ctx = build_context(get_settings())
+    try:
+        with session_scope(ctx.session_factory) as s:
+            t = ensure_tenant(s, tenant)
+            try:
+                key, raw = create_key(
+                    s, tenant_id=t.id, name=name, scopes=[x.strip() for x in scopes.split(",") if x.strip()]
+                )
+            except ValueError as exc:
+                typer.echo(str(exc), err=True)
+                raise typer.Exit(2) from exc
+            from service.audit.logic import append_event
+
+            append_event(
+                s,
+                actor="cli",
+                action="key.created",
+                tenant_id=t.id,
+                object_id=key.id,
+                payload={"name": name, "scopes": list(key.scopes), "prefix": key.prefix},
+            )
+        typer.echo(raw)
+    finally:
+        ctx.close()
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """The embedded default: migrate, then run the API and one worker as child processes.
+
+    SIGINT/SIGTERM are forwarded to both; if either child exits, the other is stopped too.
+    """
+    settings = get_settings()
+    _migrate()
+    exe = [sys.executable, "-m", "service.cli"]
+    env = dict(os.environ)
+    # Own sessions: a terminal's Ctrl-C reaches only this process, which forwards it exactly once
+    # (a second SIGINT would make Celery skip its warm shutdown).
+    children = {
+        "api": subprocess.Popen(
+            [*exe, "api", "--host", host, "--port", str(port)], env=env, start_new_session=True
+        ),
+        "worker": subprocess.Popen([*exe, "worker", "--concurrency", "1"], env=env, start_new_session=True),
+    }
+    typer.echo(
+        f"unlearn-service: API on http://{host}:{port} (pid {children['api'].pid}), "
+        f"worker pid {children['worker'].pid}, data in {settings.data_dir.resolve()}",
+        err=True,
+    )
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    exit_code = 0
+    try:
+        while True:
+            done = {name: p.returncode for name, p in children.items() if p.poll() is not None}
+            if done:
+                if not stopping:
+                    exit_code = 1
+                    typer.echo(f"unlearn-service: {', '.join(done)} exited ({done}); stopping", err=True)
+                break
+            time.sleep(0.2)
+    finally:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 20
+        for proc in children.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    raise typer.Exit(exit_code)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,456 @@
+"""Deletion requests: intake (validate → store → one transaction), reads, and forget-set purging."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service import idempotency
+from service.audit.logic import append_event
+from service.context import ServiceContext
+from service.db import session_scope, utcnow
+from service.deletions.schemas import DeletionRequestOut, Policy
+from service.deps import Principal
+from service.errors import conflict, not_found, unprocessable
+from service.jobs.lifecycle import TERMINAL_REQUEST
+from service.outbox import enqueue_job, publish_rows, publisher_for
+from service.pagination import paginate
+from service.registry.logic import get_model, get_version
+from service.settings import Settings
+from service.tables import DeletionRequest, Job, Model
+
+log = structlog.get_logger("service.deletions")
+
+FORGET_SET_KIND = "forget-sets"
+
+# Used when a request names a method but no params: the settings that forget on small models
+# without hand-tuning (relative steps, early stop on the eval set; see methods/imu.py).
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "imu": {"preset": "adaptive"},
+    "ga": {"preset": "adaptive"},
+}
+
+
+@dataclass
+class Intake:
+    """A parsed deletion request, before validation against the model."""
+
+    source: bytes | dict[str, Any]  # file bytes (safetensors / npz) or inline samples
+    inline: bool
+    subject: str | None = None
+    method: str | None = None
+    params: dict[str, Any] | None = None
+    base_version: int | None = None
+    policy: Policy | None = None
+
+
+@dataclass
+class Answer:
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def resolve_method(
+    settings: Settings, method: str | None, params: dict[str, Any] | None, policy: dict[str, Any]
+) -> tuple[str, dict]:
+    """The method name and its fully resolved params (so equal settings batch together).
+
+    The engine's utility guard (``max_eval_drop``: stop ascending once eval accuracy fell that
+    far) defaults to the acceptance policy's budget, so the method stops where the policy would
+    still accept instead of overshooting and having the job rejected.
+    """
+    from worker.unlearning import ParamsError, get_method
+
+    name = method or settings.default_method
+    try:
+        spec = get_method(name)
+        if spec.requires_retain:
+            raise ParamsError(
+                f"method {name!r} needs the retain set, which the service does not hold; use 'imu' or 'ga'"
+            )
+        given = dict(params if params is not None else DEFAULT_PARAMS.get(name, {}))
+        if "max_eval_drop" in spec.params_model.model_fields and "max_eval_drop" not in given:
+            given["max_eval_drop"] = policy["max_eval_accuracy_drop"]
+        resolved = spec.parse_params(given).model_dump(mode="json")
+    except ParamsError as exc:
+        raise unprocessable(str(exc), error="ParamsError") from exc
+    return name, resolved
+
+
+def resolve_policy(settings: Settings, policy: Policy | None) -> dict[str, Any]:
+    given = policy or Policy()
+    drop = given.max_eval_accuracy_drop
+    if drop is None:
+        drop = settings.policy_max_eval_accuracy_drop
+    elif drop > settings.policy_max_eval_accuracy_drop_limit:
+        raise unprocessable(
+            f"policy.max_eval_accuracy_drop={drop} exceeds this service's limit "
+            f"{settings.policy_max_eval_accuracy_drop_limit}"
+        )
+    return {
+        "max_eval_accuracy_drop": float(drop),
+        "require_forgetting": (
+            settings.policy_require_forgetting
+            if given.require_forgetting is None
+            else given.require_forgetting
+        ),
+        "forget_accuracy_margin": 0.05
+        if given.forget_accuracy_margin is None
+        else given.forget_accuracy_margin,
+        "mia_auc_margin": 0.05 if given.mia_auc_margin is None else given.mia_auc_margin,
+    }
+
+
+def parse_policy(raw: Any) -> Policy | None:
+    if raw is None:
+        return None
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise unprocessable(
+            f"policy.{where}: {first['msg']}" if where else f"policy: {first['msg']}"
+        ) from exc
+
+
+def validate_forget_set(settings: Settings, model: Model, intake: Intake) -> tuple[dict, bytes, list[str]]:
+    """Normalised tensors, their canonical safetensors bytes and per-sample digests (422 if bad).
+
+    Uploads are parsed as safetensors or npz (allow_pickle=False) only: nothing is unpickled.
+    """
+    from worker.unlearning import DataError, InvalidInputError, sample_digests, validate_dataset
+    from worker.unlearning.data import dataset_bytes
+
+    limit = settings.max_inline_samples if intake.inline else settings.max_forget_samples
+    try:
+        data = validate_dataset(intake.source, model.architecture, max_samples=limit)
+        blob = dataset_bytes(data)
+        digests = sample_digests(data)
+    except (DataError, InvalidInputError) as exc:
+        raise unprocessable(f"forget_set: {exc}", error=type(exc).__name__) from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. ragged inline lists
+        raise unprocessable(f"forget_set: cannot read the samples: {exc}", error="DataError") from exc
+    return data, blob, digests
+
+
+# -- intake ----------------------------------------------------------------------------------
+
+
+def _find_open_job(session: Session, model_id: str, method: str, params: dict, policy: dict) -> list[str]:
+    """Queued jobs of the model with the same settings (JSON columns compare in Python)."""
+    rows = session.execute(
+        select(Job.id, Job.params, Job.policy)
+        .where(Job.model_id == model_id, Job.status == "queued", Job.method == method)
+        .order_by(Job.created_at.desc())
+        .limit(20)
+    ).all()
+    return [r.id for r in rows if r.params == params and r.policy == policy]
+
+
+def _join_or_create_job(
+    session: Session,
+    settings: Settings,
+    model: Model,
+    tenant_id: str,
+    method: str,
+    params: dict,
+    policy: dict,
+    n: int,
+) -> tuple[str, bool]:
+    for job_id in _find_open_job(session, model.id, method, params, policy):
+        # Race-free against a worker's claim: join only while the row is still queued.
+        res = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == "queued",
+                Job.n_samples + n <= settings.max_forget_samples,
+            )
+            .values(n_requests=Job.n_requests + 1, n_samples=Job.n_samples + n)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:
+            return job_id, True
+    job = Job(
+        tenant_id=tenant_id,
+        model_id=model.id,
+        method=method,
+        params=params,
+        policy=policy,
+        seed=0,
+        status="queued",
+        n_requests=1,
+        n_samples=n,
+        attempts=0,
+        max_attempts=settings.job_max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    return job.id, False
+
+
+def submit(
+    ctx: ServiceContext,
+    db: Session,
+    principal: Principal,
+    model_name: str,
+    intake: Intake,
+    idem: idempotency.IdempotencyContext | None,
+) -> Answer:
+    settings = ctx.settings
+    if idem is not None:
+        stored = idempotency.lookup(db, idem)
+        if stored is not None:
+            return Answer(stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"})
+
+    # 1. Validate everything against the model before anything is stored.
+    model = get_model(db, principal.tenant_id, model_name)
+    if model.latest_version is None:
+        raise conflict(f"model {model_name} has no version yet: upload one before requesting deletions")
+    if intake.base_version is not None and intake.base_version != model.latest_version:
+        raise conflict(
+            f"base_version {intake.base_version} is not the latest version ({model.latest_version}) of "
+            f"model {model_name}: jobs always start from the newest version",
+            latest_version=model.latest_version,
+        )
+    policy = resolve_policy(settings, intake.policy)
+    method, params = resolve_method(settings, intake.method, intake.params, policy)
+    if params.get("early_stop") in ("eval_accuracy", "mia"):
+        latest = get_version(db, model, "latest")
+        if latest.eval_set_key is None:
+            raise unprocessable(
+                f"params.early_stop={params['early_stop']!r} needs an eval set, and version "
+                f"{latest.version} of model {model_name} has none",
+                error="ParamsError",
+            )
+    _data, blob, digests = validate_forget_set(settings, model, intake)
+    n = len(digests)
+
+    # 2. Store the normalised forget set (content-addressed: a retry stores nothing new).
+    stored_obj = ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
+
+    # 3. One transaction: request, job (new or joined), outbox row, audit event, idempotency record.
+    try:
+        # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
+        # concurrent requests then find each other's open batch instead of each creating a job.
+        db.execute(select(Model.id).where(Model.id == model.id).with_for_update())
+        job_id, joined = _join_or_create_job(
+            db, settings, model, principal.tenant_id, method, params, policy, n
+        )
+        req = DeletionRequest(
+            tenant_id=principal.tenant_id,
+            model_id=model.id,
+            job_id=job_id,
+            subject=intake.subject,
+            method=method,
+            params=params,
+            policy=policy,
+            base_version=intake.base_version,
+            status="queued",
+            n_samples=n,
+            sample_digests=digests,
+            forget_set_sha256=stored_obj.sha256,
+            forget_set_key=stored_obj.key,
+            created_by_key=principal.key_id,
+        )
+        db.add(req)
+        db.flush()
+        outbox_ids = [] if joined else [enqueue_job(db, job_id).id]
+        append_event(
+            db,
+            actor=principal.actor,
+            action="deletion.requested",
+            tenant_id=principal.tenant_id,
+            model=model.name,
+            object_id=req.id,
+            payload={
+                "job_id": job_id,
+                "joined_batch": joined,
+                "subject": intake.subject,
+                "method": method,
+                "n_samples": n,
+                "forget_set_sha256": stored_obj.sha256,
+                "sample_digests": digests,
+            },
+        )
+        body = to_out(req, model.name).model_dump(mode="json")
+        headers = {"Location": f"/v1/deletion-requests/{req.id}"}
+        if idem is not None:
+            idempotency.store(db, idem, 202, body, headers)
+        db.commit()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won: answer as it did.
+        db.rollback()
+        _forget_orphan(ctx, stored_obj.key)
+        if idem is not None:
+            stored = idempotency.lookup(db, idem)
+            if stored is not None:
+                return Answer(
+                    stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}
+                )
+        raise
+    except BaseException:
+        db.rollback()
+        _forget_orphan(ctx, stored_obj.key)
+        raise
+
+    # A purge running concurrently may have removed the same content-addressed blob just before
+    # our commit made it referenced again; the purge re-checks after deleting, and we re-check here.
+    if not ctx.storage.exists(stored_obj.key):
+        ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
+    log.info(
+        "deletion_requested", request_id=req.id, job_id=job_id, joined=joined, n_samples=n, model=model.name
+    )
+    # 4. After commit: hand the job to the broker. A failure here is fine: the reconciler re-sends.
+    if outbox_ids:
+        publish_rows(ctx, publisher_for(settings), outbox_ids)
+    return Answer(202, body, headers)
+
+
+def _forget_orphan(ctx: ServiceContext, key: str) -> None:
+    """Remove a blob stored for a request that was then not committed (unless someone uses it)."""
+    with session_scope(ctx.session_factory) as s:
+        used = s.scalars(
+            select(DeletionRequest.id).where(DeletionRequest.forget_set_key == key).limit(1)
+        ).first()
+    if used is None:
+        with contextlib.suppress(Exception):
+            ctx.storage.delete(key)
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def to_out(req: DeletionRequest, model_name: str) -> DeletionRequestOut:
+    return DeletionRequestOut(
+        id=req.id,
+        model=model_name,
+        status=req.status,
+        job_id=req.job_id,
+        subject=req.subject,
+        method=req.method,
+        params=dict(req.params or {}),
+        policy=dict(req.policy or {}),
+        base_version=req.base_version,
+        result_version=req.result_version,
+        n_samples=req.n_samples,
+        sample_digests=list(req.sample_digests or []),
+        forget_set_sha256=req.forget_set_sha256,
+        forget_set_purged=req.forget_set_key is None,
+        error=req.error,
+        created_at=req.created_at,
+        updated_at=req.updated_at,
+        finished_at=req.finished_at,
+    )
+
+
+def get_request(db: Session, tenant_id: str, request_id: str) -> DeletionRequestOut:
+    row = db.execute(
+        select(DeletionRequest, Model.name)
+        .join(Model, Model.id == DeletionRequest.model_id)
+        .where(DeletionRequest.id == request_id, DeletionRequest.tenant_id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        raise not_found("deletion request", request_id)
+    return to_out(row[0], row[1])
+
+
+REQUEST_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+
+
+def list_requests(
+    db: Session, tenant_id: str, *, model: str | None, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[DeletionRequestOut], str | None]:
+    stmt = select(DeletionRequest).where(DeletionRequest.tenant_id == tenant_id)
+    if status is not None:
+        if status not in REQUEST_STATUSES:
+            raise unprocessable(f"status must be one of {', '.join(REQUEST_STATUSES)}")
+        stmt = stmt.where(DeletionRequest.status == status)
+    names: dict[str, str] = {}
+    if model is not None:
+        m = get_model(db, tenant_id, model)
+        stmt = stmt.where(DeletionRequest.model_id == m.id)
+        names[m.id] = m.name
+    rows, next_cursor = paginate(
+        db,
+        stmt,
+        order_by=[DeletionRequest.created_at, DeletionRequest.id],
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+    )
+    missing = {r.model_id for r in rows} - set(names)
+    if missing:
+        names.update(
+            dict(db.execute(select(Model.id, Model.name).where(Model.id.in_(missing))).tuples().all())
+        )
+    return [to_out(r, names[r.model_id]) for r in rows], next_cursor
+
+
+# -- purge -----------------------------------------------------------------------------------
+
+
+def purge_forget_sets(ctx: ServiceContext, request_ids: list[str] | None = None) -> int:
+    """Delete stored forget sets of finished requests once the retention period has passed.
+
+    The row is marked first (forget_set_key null, purged_at), then the blob is deleted unless
+    another request still references the same content-addressed blob. Returns blobs deleted.
+    """
+    retention = timedelta(seconds=ctx.settings.forget_set_retention_seconds)
+    now = utcnow()
+    with session_scope(ctx.session_factory) as s:
+        stmt = select(DeletionRequest).where(
+            DeletionRequest.forget_set_key.is_not(None),
+            DeletionRequest.status.in_(TERMINAL_REQUEST),
+        )
+        if request_ids is not None:
+            stmt = stmt.where(DeletionRequest.id.in_(request_ids))
+        rows = [
+            r
+            for r in s.scalars(stmt.limit(1000))
+            if r.finished_at is None or r.finished_at + retention <= now
+        ]
+        keys = {r.forget_set_key for r in rows if r.forget_set_key}
+        for r in rows:
+            r.forget_set_key = None
+            r.forget_set_purged_at = now
+    deleted = 0
+    for key in sorted(keys):
+        if _key_referenced(ctx, key):
+            continue  # another request (pending, or within retention) holds the same bytes
+        try:
+            blob = ctx.storage.read_bytes(key)
+        except FileNotFoundError:
+            continue
+        ctx.storage.delete(key)
+        # An intake may have committed a reference to this blob between the check and the delete.
+        if _key_referenced(ctx, key):
+            ctx.storage.put_bytes(blob, kind=key.split("/", 1)[0])
+            continue
+        deleted += 1
+    if deleted:
+        log.info("forget_sets_purged", count=deleted)
+    return deleted
+
+
+def _key_referenced(ctx: ServiceContext, key: str) -> bool:
+    with session_scope(ctx.session_factory) as s:
+        return (
+            s.scalars(
+                select(DeletionRequest.id).where(DeletionRequest.forget_set_key == key).limit(1)
+            ).first()
+            is not None
+        )

@@ -1,0 +1,186 @@
+"""Jobs: reads, cancellation and the progress event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from service.audit.logic import append_event
+from service.context import ServiceContext
+from service.db import session_scope
+from service.deps import Principal
+from service.errors import conflict, not_found, unprocessable
+from service.jobs.lifecycle import TERMINAL_JOB, end_job
+from service.jobs.schemas import JobOut
+from service.pagination import paginate
+from service.registry.logic import get_model
+from service.tables import DeletionRequest, Job, Model
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def to_out(job: Job, model_name: str, request_ids: list[str]) -> JobOut:
+    return JobOut(
+        id=job.id,
+        model=model_name,
+        method=job.method,
+        params=dict(job.params or {}),
+        policy=dict(job.policy or {}),
+        seed=job.seed,
+        status=job.status,
+        stage=job.stage,
+        progress=float(job.progress or 0.0),
+        base_version=job.base_version,
+        result_version=job.result_version,
+        deletion_requests=request_ids,
+        n_requests=job.n_requests,
+        n_samples=job.n_samples,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        cancel_requested=bool(job.cancel_requested),
+        error=job.error,
+        metrics=job.metrics,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _request_ids(db: Session, job_ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {j: [] for j in job_ids}
+    if not job_ids:
+        return out
+    rows = db.execute(
+        select(DeletionRequest.job_id, DeletionRequest.id)
+        .where(DeletionRequest.job_id.in_(job_ids))
+        .order_by(DeletionRequest.created_at, DeletionRequest.id)
+    ).all()
+    for job_id, req_id in rows:
+        out[job_id].append(req_id)
+    return out
+
+
+def _load(db: Session, tenant_id: str, job_id: str) -> tuple[Job, str]:
+    row = db.execute(
+        select(Job, Model.name)
+        .join(Model, Model.id == Job.model_id)
+        .where(Job.id == job_id, Job.tenant_id == tenant_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if row is None:
+        raise not_found("job", job_id)
+    return row[0], row[1]
+
+
+def get_job(db: Session, tenant_id: str, job_id: str) -> JobOut:
+    job, name = _load(db, tenant_id, job_id)
+    return to_out(job, name, _request_ids(db, [job.id])[job.id])
+
+
+def list_jobs(
+    db: Session, tenant_id: str, *, model: str | None, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[JobOut], str | None]:
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        if status not in JOB_STATUSES:
+            raise unprocessable(f"status must be one of {', '.join(JOB_STATUSES)}")
+        stmt = stmt.where(Job.status == status)
+    names: dict[str, str] = {}
+    if model is not None:
+        m = get_model(db, tenant_id, model)
+        stmt = stmt.where(Job.model_id == m.id)
+        names[m.id] = m.name
+    rows, next_cursor = paginate(
+        db, stmt, order_by=[Job.created_at, Job.id], limit=limit, cursor=cursor, descending=True
+    )
+    missing = {r.model_id for r in rows} - set(names)
+    if missing:
+        names.update(
+            dict(db.execute(select(Model.id, Model.name).where(Model.id.in_(missing))).tuples().all())
+        )
+    reqs = _request_ids(db, [r.id for r in rows])
+    return [to_out(r, names[r.model_id], reqs[r.id]) for r in rows], next_cursor
+
+
+def cancel_job(db: Session, principal: Principal, job_id: str) -> tuple[JobOut, list[int], bool]:
+    """Cancel a queued job at once, or ask a running one to stop at its next step.
+
+    Returns the job, outbox rows to publish after commit, and whether its forget sets can be
+    purged now (the job ended). A finished job → 409.
+    """
+    job, name = _load(db, principal.tenant_id, job_id)
+    if job.status in TERMINAL_JOB:
+        raise conflict(f"job {job_id} already finished ({job.status})", job_status=job.status)
+    ended, outbox = False, []
+    if job.status == "queued":
+        ended, outbox = end_job(
+            db,
+            job_id,
+            status="cancelled",
+            error={"type": "Cancelled", "detail": f"cancelled by {principal.actor} before it started"},
+            actor=principal.actor,
+            from_status=("queued",),
+        )
+    if not ended:
+        # Running (or claimed by a worker a moment ago): the worker stops at its next step.
+        res = db.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            job, _ = _load(db, principal.tenant_id, job_id)
+            raise conflict(f"job {job_id} already finished ({job.status})", job_status=job.status)
+        append_event(
+            db,
+            actor=principal.actor,
+            action="job.cancel_requested",
+            tenant_id=principal.tenant_id,
+            model=name,
+            object_id=job_id,
+            payload={},
+        )
+    job, name = _load(db, principal.tenant_id, job_id)
+    return to_out(job, name, _request_ids(db, [job_id])[job_id]), outbox, ended
+
+
+def _snapshot(ctx: ServiceContext, tenant_id: str, job_id: str) -> dict[str, Any]:
+    with session_scope(ctx.session_factory) as s:
+        return get_job(s, tenant_id, job_id).model_dump(mode="json")
+
+
+async def event_stream(
+    ctx: ServiceContext, tenant_id: str, job_id: str, *, poll_seconds: float = 0.5, max_seconds: float = 900.0
+) -> AsyncIterator[str]:
+    """Server-Sent Events: one ``progress`` event per change of status/stage/progress, then ``end``.
+
+    Polls the job row (the database is the source of truth); bounded by ``max_seconds``.
+    """
+    deadline = time.monotonic() + max_seconds
+    last: tuple[Any, ...] | None = None
+    last_sent = time.monotonic()
+    while True:
+        snap = await run_in_threadpool(_snapshot, ctx, tenant_id, job_id)
+        key = (snap["status"], snap["stage"], round(snap["progress"], 3), snap["attempts"])
+        if key != last:
+            last = key
+            last_sent = time.monotonic()
+            yield f"event: progress\ndata: {json.dumps(snap)}\n\n"
+        elif time.monotonic() - last_sent > 15:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        if snap["status"] in TERMINAL_JOB:
+            yield f"event: end\ndata: {json.dumps({'status': snap['status']})}\n\n"
+            return
+        if time.monotonic() > deadline:
+            yield f"event: timeout\ndata: {json.dumps({'status': snap['status']})}\n\n"
+            return
+        await asyncio.sleep(poll_seconds)

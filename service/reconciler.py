@@ -1,0 +1,159 @@
+"""The reconciler: repairs what crashes and lost messages leave behind.
+
+The database is the source of truth; the broker is only a doorbell. ``reconcile_once``
+* requeues running jobs whose lease expired (worker killed, machine lost) while attempts remain,
+  and fails them when none remain;
+* releases model locks whose holder stopped extending them;
+* publishes outbox rows that were never published (broker down at commit time), and re-publishes
+  those of jobs still queued long after publishing (the broker lost the message: Redis here keeps
+  nothing on disk); rows of jobs that moved on are deleted;
+* purges stored forget sets of finished requests once their retention period has passed.
+Every step is idempotent and safe to run from several processes at once.
+
+It runs in a thread of the API (``start_reconciler_thread``) and as ``unlearn-service reconcile``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select, update
+
+from service.context import ServiceContext
+from service.db import session_scope, utcnow
+from service.deletions.logic import purge_forget_sets
+from service.jobs import lifecycle
+from service.jobs.lifecycle import _ts
+from service.outbox import TOPIC_JOB_RUN, Publisher, publish_rows, publisher_for, unpublished_ids
+from service.tables import Job, Model, OutboxMessage
+
+log = structlog.get_logger("service.reconciler")
+
+ACTOR = "system:reconciler"
+
+
+def _expired_leases(ctx: ServiceContext, publisher: Publisher) -> dict[str, int]:
+    stats = {"requeued": 0, "failed_expired": 0}
+    now = utcnow()
+    with session_scope(ctx.session_factory) as s:
+        ids = list(
+            s.scalars(
+                select(Job.id).where(Job.status == "running", Job.lease_expires_at < _ts(now)).limit(500)
+            )
+        )
+    for job_id in ids:
+        reason = {"type": "LeaseExpired", "detail": "the worker stopped renewing its lease (crashed or lost)"}
+        ended = False
+        with session_scope(ctx.session_factory) as s:
+            ok, outbox = lifecycle.requeue_job(
+                s, job_id, actor=ACTOR, reason=reason, only_if_lease_expired=True
+            )
+            if not ok:
+                # Out of attempts (requeue requires attempts < max_attempts): the job fails.
+                ended, outbox = lifecycle.end_job(
+                    s,
+                    job_id,
+                    status="failed",
+                    error={**reason, "detail": reason["detail"] + "; no attempts left"},
+                    actor=ACTOR,
+                    only_if_lease_expired=True,
+                )
+        if ok:
+            stats["requeued"] += 1
+        if ended:
+            stats["failed_expired"] += 1
+            with session_scope(ctx.session_factory) as s:
+                purge_ids = lifecycle.request_ids_of(s, job_id)
+            purge_forget_sets(ctx, purge_ids)
+        if outbox:
+            publish_rows(ctx, publisher, outbox)
+    return stats
+
+
+def _expired_locks(ctx: ServiceContext) -> int:
+    now = utcnow()
+    with session_scope(ctx.session_factory) as s:
+        res = s.execute(
+            update(Model)
+            .where(Model.lock_job_id.is_not(None), Model.lock_expires_at < _ts(now))
+            .values(lock_job_id=None, lock_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(res.rowcount or 0)
+
+
+def _stale_outbox(ctx: ServiceContext, publisher: Publisher) -> tuple[int, int]:
+    """Re-publish messages of jobs still queued long after publishing; drop rows of jobs that moved on."""
+    stale_before = utcnow() - timedelta(seconds=ctx.settings.reconcile_stale_outbox_seconds)
+    republish: list[int] = []
+    dropped = 0
+    with session_scope(ctx.session_factory) as s:
+        rows = list(
+            s.scalars(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < _ts(stale_before)
+                )
+                .order_by(OutboxMessage.id)
+                .limit(500)
+            )
+        )
+        seen: set[str] = set()
+        for row in rows:
+            job_id = row.payload.get("job_id") if row.topic == TOPIC_JOB_RUN else None
+            job = s.get(Job, job_id) if job_id else None
+            if job is None or job.status != "queued" or job_id in seen:
+                s.delete(row)
+                dropped += 1
+                continue
+            seen.add(job_id)
+            model = s.get(Model, job.model_id)
+            busy = model is not None and model.lock_job_id is not None and model.lock_job_id != job_id
+            if busy:
+                # The running job announces the model's next queued job when it ends.
+                continue
+            republish.append(row.id)
+    sent = publish_rows(ctx, publisher, republish) if republish else 0
+    return sent, dropped
+
+
+def reconcile_once(ctx: ServiceContext, publisher: Publisher | None = None) -> dict[str, int]:
+    publisher = publisher or publisher_for(ctx.settings)
+    stats = _expired_leases(ctx, publisher)
+    stats["locks_released"] = _expired_locks(ctx)
+    with session_scope(ctx.session_factory) as s:
+        pending = unpublished_ids(s)
+    stats["published"] = publish_rows(ctx, publisher, pending) if pending else 0
+    stats["republished"], stats["outbox_dropped"] = _stale_outbox(ctx, publisher)
+    stats["forget_sets_purged"] = purge_forget_sets(ctx)
+    if any(v for k, v in stats.items() if k != "outbox_dropped"):
+        log.info("reconciled", **stats)
+    return stats
+
+
+def start_reconciler_thread(ctx: ServiceContext, publisher: Publisher | None = None) -> Callable[[], None]:
+    """Run ``reconcile_once`` every ``settings.reconcile_interval_seconds`` in a daemon thread.
+
+    Returns a callable that stops the thread (and waits for the current pass to finish).
+    """
+    stop = threading.Event()
+    interval = max(0.2, float(ctx.settings.reconcile_interval_seconds))
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                reconcile_once(ctx, publisher)
+            except Exception as exc:  # never let one bad pass end the loop
+                log.warning("reconcile_failed", error=repr(exc))
+
+    thread = threading.Thread(target=loop, name="reconciler", daemon=True)
+    thread.start()
+
+    def stop_thread() -> None:
+        stop.set()
+        thread.join(timeout=30)
+
+    return stop_thread

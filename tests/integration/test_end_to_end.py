@@ -1,0 +1,203 @@
+"""The whole flow with real processes: register → request deletion → worker unlearns → new version."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from service.storage import ArtifactStore
+from tests.integration.conftest import (
+    ADMIN_KEY,
+    DIGITS_ARCH,
+    ROOT,
+    Digits,
+    Stack,
+    submit_deletion,
+    wait_for_job,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def check_flow(stack: Stack, digits: Digits, model: str = "digits") -> dict:
+    v1 = stack.register_digits(digits, model)
+    return check_flow_on(
+        stack.api, digits, model, v1, lambda: stack.api.ctx.storage.keys("forget-sets"), stack.wait_job
+    )
+
+
+def check_flow_on(
+    api: Any,
+    digits: Digits,
+    model: str,
+    v1: dict,
+    forget_keys: Callable[[], list],
+    wait_job: Callable[[str], dict],
+) -> dict:
+    """Submit one class-3 batch and check the published version; returns measured numbers."""
+    from worker.unlearning import build_model, load_checkpoint
+    from worker.unlearning.verification import evaluate
+
+    def submit(**kw: Any) -> Any:
+        return submit_deletion(api, model, **kw)
+
+    assert v1["version"] == 1
+    # Two requests joining one batch: half (as a file) and half (inline) of class 3's training samples.
+    idx = torch.nonzero(digits.y_train == 3).flatten()[:40]
+    t0 = time.monotonic()
+    r1 = submit(file=digits.forget_file(idx[:20]), subject="user-1")
+    assert r1.status_code == 202, r1.text
+    assert r1.headers["location"] == f"/v1/deletion-requests/{r1.json()['id']}"
+    r2 = submit(samples=digits.samples(idx[20:]), subject="user-2")
+    assert r2.status_code == 202, r2.text
+    job_id = r1.json()["job_id"]
+    assert r2.json()["job_id"] == job_id, "the second request joins the open batch"
+    assert len(r1.json()["sample_digests"]) == 20
+
+    job = wait_job(job_id)
+    elapsed = time.monotonic() - t0
+    assert job["status"] == "succeeded", job
+    assert job["base_version"] == 1 and job["result_version"] == 2
+    assert sorted(job["deletion_requests"]) == sorted([r1.json()["id"], r2.json()["id"]])
+    assert job["attempts"] == 1
+    before, after = job["metrics"]["before"], job["metrics"]["after"]
+    assert before["forget_accuracy"] == pytest.approx(1.0)
+    # Forgotten: the forget samples are recognised no better than unseen data; utility held.
+    assert after["forget_accuracy"] <= after["eval_accuracy"] + 0.05
+    assert after["forget_accuracy"] < before["forget_accuracy"]
+    assert before["eval_accuracy"] - after["eval_accuracy"] <= 0.05
+
+    for r in (r1, r2):
+        req = api.get(f"/v1/deletion-requests/{r.json()['id']}").json()
+        assert req["status"] == "completed" and req["result_version"] == 2
+        assert req["forget_set_purged"] is True
+
+    # Lineage of the new version.
+    v2 = api.get(f"/v1/models/{model}/versions/2").json()
+    assert v2["parent_version"] == 1 and v2["created_by_job"] == job_id
+    assert api.get(f"/v1/models/{model}").json()["latest_version"] == 2
+
+    # Download the new checkpoint and measure it independently of the worker's report.
+    blob = api.get(f"/v1/models/{model}/versions/2/checkpoint")
+    assert blob.status_code == 200
+    net = build_model({"name": "mlp", "config": {"input_dim": 64, "hidden_dims": [64], "num_classes": 10}})
+    load_checkpoint(net, blob.content)
+    forget = {"inputs": digits.x_train[idx], "labels": digits.y_train[idx]}
+    held = {"inputs": digits.x_eval, "labels": digits.y_eval}
+    m_f, m_e = evaluate(net, forget), evaluate(net, held)
+    assert m_f["accuracy"] == pytest.approx(after["forget_accuracy"], abs=1e-6)
+    assert m_f["accuracy"] <= m_e["accuracy"] + 0.05
+    assert digits.eval_accuracy - m_e["accuracy"] <= 0.05
+
+    # The forget sets are gone from storage; the audit chain verifies and records the digests.
+    assert forget_keys() == []
+    verify = api.get("/v1/audit/verify").json()
+    assert verify["ok"] is True, verify
+    events = api.get("/v1/audit", params={"action": "job.succeeded"}).json()["items"]
+    assert len(events) == 1
+    payload = events[0]["payload"]
+    assert payload["result_version"] == 2 and payload["base_version"] == 1
+    assert sorted(payload["sample_digests"]) == sorted(
+        r1.json()["sample_digests"] + r2.json()["sample_digests"]
+    )
+    assert payload["sha256"] == v2["sha256"]
+    return {"elapsed_s": elapsed, "job": job}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_end_to_end_postgres_redis(make_stack, postgres_url: str, redis_url: str, digits: Digits) -> None:
+    stack = make_stack(database_url=postgres_url, broker_url=redis_url)
+    stack.start_worker("pg")
+    out = check_flow(stack, digits)
+    print(
+        f"\n[pg+redis] deletion → new version in {out['elapsed_s']:.2f}s "
+        f"(engine {out['job']['metrics']['elapsed_s']:.2f}s)"
+    )
+
+
+def test_end_to_end_embedded_worker(make_stack, digits: Digits) -> None:
+    """SQLite + the filesystem broker + local storage, the API in-process and a worker process."""
+    stack = make_stack()
+    assert stack.settings.is_embedded_broker
+    stack.start_worker("emb")
+    out = check_flow(stack, digits)
+    print(f"\n[embedded] deletion → new version in {out['elapsed_s']:.2f}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_embedded_run_command(tmp_path: Path, digits: Digits) -> None:
+    """`unlearn-service run` (what `make run` calls) as a real process tree, driven over HTTP."""
+    port = _free_port()
+    data_dir = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
+    env.update(
+        UNLEARN_DATA_DIR=str(data_dir), UNLEARN_ADMIN_KEY=ADMIN_KEY, UNLEARN_TORCH_THREADS="1",
+        UNLEARN_LOG_LEVEL="WARNING", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+    )  # fmt: skip
+    exe = Path(sys.executable).with_name("unlearn-service")
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [str(exe), "run", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+        ) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "the API did not come up: " + log_path.read_text()
+                time.sleep(0.3)
+            r = client.post("/v1/models", json={"name": "digits", "task": "classification",
+                                                "architecture": DIGITS_ARCH})  # fmt: skip
+            assert r.status_code == 201, r.text
+            r = client.post(
+                "/v1/models/digits/versions",
+                files={
+                    "checkpoint": ("m.safetensors", digits.checkpoint, "application/octet-stream"),
+                    "eval_set": ("e.safetensors", digits.eval_set, "application/octet-stream"),
+                },
+            )
+            assert r.status_code == 201, r.text
+            store = ArtifactStore(str(data_dir / "artifacts"))
+            out = check_flow_on(
+                client, digits, "digits", r.json(), lambda: store.keys("forget-sets"),
+                lambda job_id: wait_for_job(client, job_id, 120, logs=log_path.read_text),
+            )  # fmt: skip
+            print(f"\n[embedded `unlearn-service run`] deletion → new version in {out['elapsed_s']:.2f}s")
+        # SIGTERM goes to the parent only; it forwards it and exits cleanly.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)

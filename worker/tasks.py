@@ -1,0 +1,67 @@
+"""Celery tasks: a thin wrapper around ``worker.runner.run_job``.
+
+The task carries only the job id; everything else is read from the database at claim time, so a
+stale, duplicated or replayed message can do no harm.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+import structlog
+from celery.signals import worker_process_init
+
+from service.context import ServiceContext, build_context
+from service.outbox import CeleryPublisher
+from service.settings import get_settings
+from worker import runner
+from worker.celery_app import app
+
+log = structlog.get_logger("worker.tasks")
+
+# Seconds before a job whose model is busy (another job of it runs) is tried again. The finishing
+# job also announces the model's next queued job, so this is only the safety net.
+MODEL_BUSY_RETRY_SECONDS = 10
+
+_ctx: ServiceContext | None = None
+_ctx_lock = threading.Lock()
+
+
+def context() -> ServiceContext:
+    """One context (engine pool, storage) per worker process, built on first use."""
+    global _ctx
+    with _ctx_lock:
+        if _ctx is None:
+            threads = os.environ.get("UNLEARN_TORCH_THREADS")
+            if threads:
+                # Bound CPU use per worker (one worker per core, or a shared test machine).
+                import torch
+
+                torch.set_num_threads(int(threads))
+            _ctx = build_context(get_settings())
+        return _ctx
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: Any) -> None:
+    # A forked pool process must not share the parent's database connections.
+    global _ctx
+    _ctx = None
+
+
+def worker_identity() -> str:
+    # Unique per run: the lease owner fences this run, not just this process.
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@app.task(name="worker.tasks.run_job", bind=True, acks_late=True, max_retries=None)
+def run_job(self: Any, job_id: str) -> str:
+    ctx = context()
+    outcome = runner.run_job(ctx, job_id, worker_identity(), publisher=CeleryPublisher(app))
+    if outcome == runner.Outcome.MODEL_BUSY:
+        raise self.retry(countdown=MODEL_BUSY_RETRY_SECONDS)
+    return outcome
