@@ -22,12 +22,14 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # kombu's filesystem transport: producer and consumer share one folder (no server needed).
         messages = settings.broker_dir / "messages"
         processed = settings.broker_dir / "processed"
-        messages.mkdir(parents=True, exist_ok=True)
-        processed.mkdir(parents=True, exist_ok=True)
+        control = settings.broker_dir / "control"  # kombu's default is ./control, in the cwd
+        for folder in (messages, processed, control):
+            folder.mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(messages),
             "data_folder_out": str(messages),
             "processed_folder": str(processed),
+            "control_folder": str(control),
             "store_processed": False,
         }
     if settings.resolved_broker_url.startswith(("redis://", "rediss://")):

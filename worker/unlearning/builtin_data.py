@@ -39,7 +39,9 @@ def _generator(seed: int) -> torch.Generator:
     return g
 
 
-def stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, test) with each class split in the same proportion.
 
     Per class, a seeded permutation puts ``round(test_fraction * n_c)`` samples into the test set,
@@ -141,7 +143,9 @@ def random_transitions(
     rng = np.random.default_rng(int(seed))
     # Random support per row: the k smallest of uniform noise give a uniform random k-subset.
     support_idx = torch.as_tensor(rng.random((n_chains, vocab_size, vocab_size)).argsort(axis=-1)[..., :k])
-    w = torch.as_tensor(rng.dirichlet(np.full(k, concentration), size=(n_chains, vocab_size)), dtype=torch.float32)
+    w = torch.as_tensor(
+        rng.dirichlet(np.full(k, concentration), size=(n_chains, vocab_size)), dtype=torch.float32
+    )
     trans = torch.zeros(n_chains, vocab_size, vocab_size)
     trans.scatter_(-1, support_idx, w + 1e-6)
     return trans / trans.sum(-1, keepdim=True)

@@ -3,6 +3,11 @@
 Registered: ``imu`` (default of the service; ``{"preset": "adaptive"}`` is the setting that forgets
 on small memorising models without collapsing them), ``ga``, ``iau`` and ``retrain`` (these two need
 the retain set).
+
+With ``scope="class"`` (imu, ga) the eval accuracy of the whole eval set is expected to fall (the
+forgotten classes' eval samples should no longer be recognised), so the report adds
+``other_classes_eval`` = {"before", "after"} accuracy and loss on the eval samples of the other
+classes: the utility an acceptance policy should compare.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from worker.unlearning.methods.base import (
     list_methods,
     register_method,
 )
+from worker.unlearning.methods.imu import split_by_class
 from worker.unlearning.tasks import infer_task, num_samples, resolve_device
 from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
-from worker.unlearning.verification import measure, param_l2_change
+from worker.unlearning.verification import evaluate, measure, param_l2_change
 
 __all__ = [
     "MethodParams",
@@ -108,12 +114,16 @@ def unlearn(
         raise ParamsError(f"method {method!r} needs the retain set (retain=...)")
     task = infer_task(forget)
     dev = resolve_device(device)
+    others = None
+    if getattr(resolved, "scope", "samples") == "class":
+        others = split_by_class(forget, eval)[1]  # also rejects a forget set without classes, before any work
     prog = _Progress(progress, should_cancel)
     start = time.perf_counter()
     with deterministic(seed):
         prog("prepare", 0.0)
         work = copy.deepcopy(model).to(dev)
         before = measure(work, forget, eval, task=task, device=dev)
+        before_others = evaluate(work, others, task=task, device=dev) if others is not None else None
         prog("measure", 0.05)
         result = spec.fn(
             work,
@@ -131,6 +141,7 @@ def unlearn(
             raise DivergedError(f"{method} produced NaN/Inf parameters; the input model is unchanged")
         prog("verify", 0.95)
         after = measure(new, forget, eval, task=task, device=dev)
+        after_others = evaluate(new, others, task=task, device=dev) if others is not None else None
     new = new.cpu().eval()
     report: dict[str, Any] = {
         "method": method,
@@ -143,5 +154,7 @@ def unlearn(
         "param_l2_change": param_l2_change(model, new),
         **result.report,
     }
+    if before_others is not None:
+        report["other_classes_eval"] = {"before": before_others, "after": after_others}
     prog("done", 1.0)
     return UnlearnResult(new, report)

@@ -13,6 +13,7 @@ before/after metrics and the finiteness check live in ``worker.unlearning.method
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -104,8 +105,10 @@ def check_cancel(should_cancel: CancelFn | None) -> None:
 
 
 def check_finite_loss(loss: torch.Tensor, where: str) -> None:
-    if not bool(torch.isfinite(loss).all()):
-        raise DivergedError(f"loss became {float(loss.detach())} ({where}); try a smaller lr")
+    # A scalar is read once (this runs every ascent step); isfinite + all + read costs three ops.
+    scalar = loss.numel() == 1
+    if not (math.isfinite(float(loss.detach())) if scalar else bool(torch.isfinite(loss).all())):
+        raise DivergedError(f"loss became {loss.detach()} ({where}); try a smaller lr")
 
 
 def all_finite(model: torch.nn.Module) -> bool:

@@ -1,9 +1,10 @@
 """Uniform gradient ascent (``ga``): the baseline IMU improves on.
 
 It is IMU's loop with every forget sample weighted equally — same θ (last linear layer), loss,
-optimizer, schedule and options (early stop, relative steps, presets) — so that a comparison
-isolates the influence weighting. The official ``GA.py`` of ``goodluckisallyouneed/IMU`` ascends
-on all parameters without the L1 term: ``{"target": "all", "alpha": 0}`` reproduces it.
+optimizer, schedule and options (early stop, relative steps, presets, ``scope="class"``, feature
+caching) — so that a comparison isolates the influence weighting. The official ``GA.py`` of
+``goodluckisallyouneed/IMU`` ascends on all parameters without the L1 term:
+``{"target": "all", "alpha": 0}`` reproduces it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from worker.unlearning.methods.base import register_method
-from worker.unlearning.methods.imu import AscentParams, _early_stop_mode, run_ascent
+from worker.unlearning.methods.imu import AscentParams, plan_checks, run_ascent
 from worker.unlearning.tasks import num_samples
 from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 
@@ -34,7 +35,7 @@ def unlearn(
     should_cancel: CancelFn,
 ) -> UnlearnResult:
     """Gradient ascent with equal weights on every forget sample."""
-    _early_stop_mode(params, eval)
+    plan_checks(params, forget, eval)  # fail on params that cannot run before any work
     n = num_samples(forget)
     report = run_ascent(
         model,

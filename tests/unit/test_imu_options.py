@@ -1,0 +1,216 @@
+"""Ascent options of imu/ga: class-scope forgetting and head-feature caching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from worker.unlearning import build_model
+from worker.unlearning.errors import ParamsError
+from worker.unlearning.methods import unlearn
+from worker.unlearning.methods.imu import CLASS_FORGET_ACCURACY_TARGET, split_by_class
+from worker.unlearning.training import train
+from worker.unlearning.verification import evaluate
+
+FORGOTTEN = 0  # IMU reaches 0.0 within the budget here; on 3 of this fixture it stops at 0.024 (guard)
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, object]:
+    """sklearn digits and an MLP trained on 1200 samples; forget = every training sample of class 0."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:1200], perm[1200:]
+    torch.manual_seed(0)
+    model = build_model({"name": "mlp", "config": {"input_dim": 64, "hidden_dims": [64], "num_classes": 10}})
+    train(model, {"inputs": x[tr], "labels": y[tr]}, epochs=30, lr=1e-2, batch_size=128, device="cpu")
+    in_class = y[tr] == FORGOTTEN
+    ev = {"inputs": x[te], "labels": y[te]}
+    return {
+        "model": model,
+        "class_forget": {"inputs": x[tr][in_class], "labels": y[tr][in_class]},
+        "random_forget": {"inputs": x[tr[:120]], "labels": y[tr[:120]]},
+        "eval": ev,
+        "others": {k: v[y[te] != FORGOTTEN] for k, v in ev.items()},
+    }
+
+
+def _close(a: nn.Module, b: nn.Module, atol: float = 1e-5) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], atol=atol, rtol=1e-4) for k in sa)
+
+
+# --------------------------------------------------------------------------------------------------
+# Class scope
+
+
+@pytest.mark.parametrize("method", ["imu", "ga"])
+def test_class_scope_forgets_the_class_and_keeps_the_others(digits: dict, method: str) -> None:
+    m, f, ev, others = digits["model"], digits["class_forget"], digits["eval"], digits["others"]
+    res = unlearn(method, m, f, {"preset": "adaptive", "scope": "class"}, eval=ev, device="cpu")
+    rep = res.report
+    assert rep["params"]["forget_accuracy_target"] == CLASS_FORGET_ACCURACY_TARGET == 0.0
+    assert rep["early_stop"] == "forget_accuracy" and rep["forgotten_classes"] == [FORGOTTEN]
+    assert rep["before"]["forget_accuracy"] > 0.95
+    assert (
+        rep["target_reached"] and rep["after"]["forget_accuracy"] <= rep["params"]["forget_accuracy_target"]
+    )
+    before, after = evaluate(m, others)["accuracy"], evaluate(res.model, others)["accuracy"]
+    assert after >= before - 0.05
+    # The full eval set loses the forgotten class's share: a guard on it (0.05) would have stopped early.
+    assert rep["before"]["eval_accuracy"] - rep["after"]["eval_accuracy"] > 0.05
+    assert rep["other_classes_eval"]["after"]["accuracy"] == pytest.approx(after)
+
+
+def test_class_scope_guard_and_checks_exclude_the_forgotten_class(digits: dict) -> None:
+    f, ev, others = digits["class_forget"], digits["eval"], digits["others"]
+    classes, kept, gone = split_by_class(f, ev)
+    assert classes == [FORGOTTEN]
+    assert not bool((kept["labels"] == FORGOTTEN).any()) and bool((gone["labels"] == FORGOTTEN).all())
+    assert len(kept["labels"]) + len(gone["labels"]) == len(ev["labels"])
+    # A tight guard: it must trip on the other classes only; with the full eval set it would trip at
+    # once, since forgetting class 0 costs the full eval set ~10 points by design.
+    res = unlearn(
+        "imu", digits["model"], f, {"preset": "adaptive", "scope": "class", "max_eval_drop": 0.02}, eval=ev
+    )
+    rep = res.report
+    assert rep["n_eval_excluded"] == len(gone["labels"])
+    assert rep["last_check"]["eval_accuracy"] == pytest.approx(
+        evaluate(res.model, others)["accuracy"], abs=1e-6
+    )
+    assert rep["last_check"]["eval_accuracy"] >= evaluate(digits["model"], others)["accuracy"] - 0.02
+    # the MIA AUC of the checks compares with the forgotten class's own (unseen) eval samples
+    assert rep["last_check"]["forgotten_classes_eval_accuracy"] == pytest.approx(
+        evaluate(res.model, gone)["accuracy"], abs=1e-6
+    )
+    assert rep["after"]["forget_accuracy"] < rep["before"]["forget_accuracy"]
+
+
+def test_forget_accuracy_rule_in_samples_scope(digits: dict) -> None:
+    m, f, ev = digits["model"], digits["random_forget"], digits["eval"]
+    with pytest.raises(ParamsError, match="forget_accuracy_target"):
+        unlearn("imu", m, f, {"preset": "adaptive", "early_stop": "forget_accuracy"}, eval=ev)
+    params = {"preset": "adaptive", "early_stop": "forget_accuracy", "forget_accuracy_target": 0.8}
+    rep = unlearn("ga", m, f, {**params, "max_eval_drop": None}, device="cpu").report  # needs no eval set
+    assert rep["target_reached"] and rep["after"]["forget_accuracy"] <= 0.8 < rep["before"]["forget_accuracy"]
+    # "auto" keeps the sample-level rule: forget accuracy ≤ eval accuracy
+    assert unlearn("ga", m, f, {"preset": "adaptive"}, eval=ev).report["early_stop"] == "eval_accuracy"
+
+
+def test_class_scope_rejects_what_cannot_run(digits: dict) -> None:
+    f = digits["class_forget"]
+    with pytest.raises(ParamsError, match="classification"):
+        unlearn(
+            "imu", digits["model"], {"input_ids": torch.zeros(4, 6, dtype=torch.long)}, {"scope": "class"}
+        )
+    only_others = digits["others"]  # no eval sample of the forgotten class to compare the MIA with
+    with pytest.raises(ParamsError, match="forgotten classes"):
+        unlearn("ga", digits["model"], f, {"scope": "class", "early_stop": "mia"}, eval=only_others)
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature caching
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("imu", {"preset": "adaptive"}),
+        ("ga", {"preset": "adaptive", "scope": "class"}),
+        ("imu", {"epochs": 3}),  # official: momentum, weight decay and the L1 term
+        (
+            "ga",
+            {"preset": "adaptive", "early_stop": "mia", "mia_target": 0.0, "max_epochs": 6, "check_every": 1},
+        ),
+    ],
+)
+def test_cached_features_give_the_full_forward_result(digits: dict, method: str, params: dict) -> None:
+    forget = digits["class_forget"] if params.get("scope") == "class" else digits["random_forget"]
+    runs = [
+        unlearn(method, digits["model"], forget, {**params, "cache_features": c}, eval=digits["eval"], seed=1)
+        for c in (True, False)
+    ]
+    (a, b) = (r.report for r in runs)
+    assert a["features_cached"] and not b["features_cached"]
+    assert a["steps"] == b["steps"] > 0 and a.get("stop_reason") == b.get("stop_reason")
+    assert _close(runs[0].model, runs[1].model)
+    if "last_check" in a:
+        assert a["last_check"].keys() == b["last_check"].keys()
+        assert all(a["last_check"][k] == pytest.approx(b["last_check"][k], abs=1e-5) for k in a["last_check"])
+
+
+def test_cached_features_on_a_causal_lm_with_mask_and_ignored_labels() -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        {
+            "name": "tiny-transformer",
+            "config": {"vocab_size": 13, "max_len": 10, "d_model": 16, "n_layers": 1, "n_heads": 2},
+        }
+    )
+    ids = torch.randint(0, 13, (24, 10))
+    mask = torch.ones_like(ids)
+    mask[::3, 7:] = 0  # right padding on some sequences
+    labels = ids.clone()
+    labels[:, :3] = -100  # a prompt the loss ignores
+    forget = {"input_ids": ids[:12], "attention_mask": mask[:12], "labels": labels[:12]}
+    ev = {"input_ids": ids[12:], "attention_mask": mask[12:]}
+    params = {
+        "preset": "adaptive",
+        "early_stop": "mia",
+        "mia_target": 0.0,
+        "max_epochs": 5,
+        "top_fraction": 1.0,
+    }
+    runs = [unlearn("imu", model, forget, {**params, "cache_features": c}, eval=ev) for c in (True, False)]
+    a, b = (r.report for r in runs)
+    assert a["features_cached"] and not b["features_cached"] and a["steps"] == b["steps"] == 5
+    assert _close(runs[0].model, runs[1].model)
+    assert all(a["last_check"][k] == pytest.approx(b["last_check"][k], abs=1e-5) for k in a["last_check"])
+    assert a["after"]["forget_loss"] > a["before"]["forget_loss"]
+
+
+class TwiceHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.head(x)))
+
+
+@pytest.mark.parametrize(
+    ("model", "target", "reason"),
+    [
+        ("lenet", "conv.3", "one nn.Linear"),
+        ("lenet", "all", "one nn.Linear"),
+        ("twice", None, "more than once"),
+    ],
+)
+def test_feature_cache_falls_back_to_the_full_forward(model: str, target: str | None, reason: str) -> None:
+    torch.manual_seed(0)
+    if model == "lenet":
+        net = build_model({"name": "lenet", "config": {"in_channels": 1, "image_size": 8, "num_classes": 10}})
+        data = {"inputs": torch.rand(16, 1, 8, 8), "labels": torch.arange(16) % 10}
+    else:
+        net = TwiceHead()
+        data = {"inputs": torch.rand(16, 64), "labels": torch.arange(16) % 10}
+    rep = unlearn("ga", net, data, {"target": target, "epochs": 2}).report
+    assert not rep["features_cached"] and reason in rep["feature_cache_skipped"]
+    assert rep["steps"] == 2
+
+
+def test_lenet_head_is_cached_and_matches(digits: dict) -> None:
+    torch.manual_seed(0)
+    net = build_model({"name": "lenet", "config": {"in_channels": 1, "image_size": 8, "num_classes": 10}})
+    f = {
+        "inputs": digits["random_forget"]["inputs"].reshape(-1, 1, 8, 8),
+        "labels": digits["random_forget"]["labels"],
+    }
+    runs = [unlearn("ga", net, f, {"epochs": 3, "cache_features": c}) for c in (True, False)]
+    assert runs[0].report["features_cached"] and not runs[1].report["features_cached"]
+    assert _close(runs[0].model, runs[1].model)
