@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     forget_set_retention_seconds: float = 0.0
     default_method: str = "imu"
     device: str = "auto"
+    torch_threads: int | None = Field(default=None, ge=1)  # None: torch's default (all cores)
 
     # Acceptance policy defaults (per-request overrides are bounded by the *_max values).
     policy_max_eval_accuracy_drop: float = 0.05

@@ -18,8 +18,27 @@ from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 _CHUNK = 1024 * 1024
+
+
+def _transient(exc: BaseException) -> bool:
+    # Object stores fail now and then (timeouts, resets, 5xx surfaced as OSError); a missing or
+    # forbidden object is an answer, not a hiccup, so it is not retried.
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | ValueError):
+        return False
+    return isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+
+# Every call that reaches the store is retried a few times with backoff on transient errors:
+# content-addressed puts are idempotent, so a retried write can never corrupt an object.
+_retrying = retry(
+    retry=retry_if_exception(_transient),
+    stop=stop_after_attempt(4),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    reraise=True,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,7 @@ class ArtifactStore:
 
     # -- writing -----------------------------------------------------------------------------
 
+    @_retrying
     def put_bytes(self, data: bytes, *, kind: str) -> StoredObject:
         sha = hashlib.sha256(data).hexdigest()
         key = content_key(kind, sha)
@@ -66,6 +86,7 @@ class ArtifactStore:
                 self.fs.pipe_file(path, data)
         return StoredObject(key=key, sha256=sha, size=len(data))
 
+    @_retrying
     def put_file(self, path: str | os.PathLike[str], *, kind: str) -> StoredObject:
         digest = hashlib.sha256()
         size = 0
@@ -107,19 +128,23 @@ class ArtifactStore:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @_retrying
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))
 
     def open(self, key: str) -> IO[bytes]:
         return self.fs.open(self._path(key), "rb")
 
+    @_retrying
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of an object."""
         return self.fs.cat_file(self._path(key), start=start, end=end)
 
+    @_retrying
     def exists(self, key: str) -> bool:
         return bool(self.fs.exists(self._path(key)))
 
+    @_retrying
     def size(self, key: str) -> int:
         return int(self.fs.size(self._path(key)))
 
@@ -127,6 +152,7 @@ class ArtifactStore:
         """The file's path when the store is a local directory (lets a worker skip a copy)."""
         return self._path(key) if self.is_local else None
 
+    @_retrying
     def delete(self, key: str) -> None:
         path = self._path(key)
         with contextlib.suppress(FileNotFoundError):

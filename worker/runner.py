@@ -69,10 +69,17 @@ def evaluate_policy(policy: dict[str, Any], report: dict[str, Any]) -> dict[str,
     * forgetting (if require_forgetting): after unlearning, forget_accuracy ≤ eval_accuracy +
       forget_accuracy_margin, or MIA AUC (loss attack forget-vs-eval) ≤ 0.5 + mia_auc_margin;
       without an eval set: the forget accuracy fell or the forget loss rose.
+    * class scope (params ``scope="class"``: the forget set is whole classes): utility is the eval
+      accuracy on the OTHER classes (the forgotten classes' eval accuracy is meant to fall), and
+      forgetting means forget_accuracy ≤ forget_accuracy_target + forget_accuracy_margin (a model
+      retrained without a class scores ≈ 0 on it).
     Returns {"accepted": bool, "checks": {...}}.
     """
     before, after = report.get("before", {}), report.get("after", {})
     checks: dict[str, Any] = {}
+    params = report.get("params") or {}
+    if params.get("scope") == "class" and report.get("other_classes_eval"):
+        return _evaluate_class_policy(policy, report, params)
     has_eval = after.get("eval_accuracy") is not None and before.get("eval_accuracy") is not None
     max_drop = float(policy.get("max_eval_accuracy_drop", 0.05))
     if has_eval:
@@ -101,6 +108,33 @@ def evaluate_policy(policy: dict[str, Any], report: dict[str, Any]) -> dict[str,
             checks["forgetting"] = {"ok": fell or rose, "rule": "forget accuracy fell or forget loss rose"}
     accepted = all(c["ok"] for c in checks.values())
     return {"accepted": accepted, "checks": checks}
+
+
+def _evaluate_class_policy(
+    policy: dict[str, Any], report: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    others = report["other_classes_eval"]
+    max_drop = float(policy.get("max_eval_accuracy_drop", 0.05))
+    drop = float(others["before"]["accuracy"]) - float(others["after"]["accuracy"])
+    checks: dict[str, Any] = {
+        "eval_accuracy_drop": {
+            "value": drop,
+            "limit": max_drop,
+            "ok": drop <= max_drop + 1e-9,
+            "measured_on": "eval samples of the classes not forgotten",
+        }
+    }
+    if policy.get("require_forgetting", True):
+        margin = float(policy.get("forget_accuracy_margin", 0.05))
+        target = float(params.get("forget_accuracy_target") or 0.0)
+        forget_acc = float(report["after"]["forget_accuracy"])
+        checks["forgetting"] = {
+            "ok": forget_acc <= target + margin + 1e-9,
+            "forget_accuracy": forget_acc,
+            "forget_accuracy_target": target,
+            "forget_accuracy_margin": margin,
+        }
+    return {"accepted": all(c["ok"] for c in checks.values()), "checks": checks}
 
 
 # -- heartbeat, progress, cancellation -------------------------------------------------------

@@ -36,13 +36,13 @@ def context() -> ServiceContext:
     global _ctx
     with _ctx_lock:
         if _ctx is None:
-            threads = os.environ.get("UNLEARN_TORCH_THREADS")
-            if threads:
+            settings = get_settings()
+            if settings.torch_threads:
                 # Bound CPU use per worker (one worker per core, or a shared test machine).
                 import torch
 
-                torch.set_num_threads(int(threads))
-            _ctx = build_context(get_settings())
+                torch.set_num_threads(settings.torch_threads)
+            _ctx = build_context(settings)
         return _ctx
 
 

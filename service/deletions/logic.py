@@ -31,8 +31,8 @@ log = structlog.get_logger("service.deletions")
 
 FORGET_SET_KIND = "forget-sets"
 
-# Used when a request names a method but no params: the settings that forget on small models
-# without hand-tuning (relative steps, early stop on the eval set; see methods/imu.py).
+# The defaults a request's params refine: the settings that forget on small models without
+# hand-tuning (relative steps, early stop on the eval set; see methods/imu.py).
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "imu": {"preset": "adaptive"},
     "ga": {"preset": "adaptive"},
@@ -80,7 +80,9 @@ def resolve_method(
             raise ParamsError(
                 f"method {name!r} needs the retain set, which the service does not hold; use 'imu' or 'ga'"
             )
-        given = dict(params if params is not None else DEFAULT_PARAMS.get(name, {}))
+        # Request params refine the service defaults ({"preset": "official"} selects the paper's
+        # recipe), so {"scope": "class"} alone still gets the adaptive steps and early stop.
+        given = {**DEFAULT_PARAMS.get(name, {}), **(params or {})}
         if "max_eval_drop" in spec.params_model.model_fields and "max_eval_drop" not in given:
             given["max_eval_drop"] = policy["max_eval_accuracy_drop"]
         resolved = spec.parse_params(given).model_dump(mode="json")

@@ -6,7 +6,9 @@ import hashlib
 import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from service.storage import ArtifactStore
 from tests.service_fixtures import ApiClient, make_settings, start_api
@@ -70,3 +72,39 @@ def test_api_on_memory_storage(tmp_path: Path, mlp_checkpoint: bytes) -> None:
         assert client.get("/readyz").status_code == 200
     finally:
         client.__exit__(None, None, None)
+
+
+class FlakyMemoryFileSystem(MemoryFileSystem):
+    """An object store whose first calls time out, as a real one sometimes does."""
+
+    protocol = "flakymem"
+    failures_left = 0
+
+    def _maybe_fail(self) -> None:
+        if FlakyMemoryFileSystem.failures_left > 0:
+            FlakyMemoryFileSystem.failures_left -= 1
+            raise TimeoutError("simulated object-store timeout")
+
+    def pipe_file(self, path: str, value: bytes, *args: object, **kwargs: object) -> None:
+        self._maybe_fail()
+        super().pipe_file(path, value, *args, **kwargs)
+
+    def cat_file(self, path: str, *args: object, **kwargs: object) -> bytes:
+        self._maybe_fail()
+        return super().cat_file(path, *args, **kwargs)
+
+
+def test_transient_store_errors_are_retried_and_missing_objects_are_not() -> None:
+    fsspec.register_implementation("flakymem", FlakyMemoryFileSystem, clobber=True)
+    store = ArtifactStore(f"flakymem://retry-{uuid.uuid4().hex}")
+    FlakyMemoryFileSystem.failures_left = 2
+    obj = store.put_bytes(b"payload", kind="checkpoints")
+    assert FlakyMemoryFileSystem.failures_left == 0
+    FlakyMemoryFileSystem.failures_left = 1
+    assert store.read_bytes(obj.key) == b"payload"
+    FlakyMemoryFileSystem.failures_left = 10  # more than the retry budget: the error surfaces
+    with pytest.raises(TimeoutError):
+        store.read_bytes(obj.key)
+    FlakyMemoryFileSystem.failures_left = 0
+    with pytest.raises(FileNotFoundError):
+        store.read_bytes("checkpoints/00/" + "0" * 64)
