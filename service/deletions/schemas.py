@@ -32,6 +32,10 @@ class Policy(BaseModel):
         recognised no better than unseen data), or the loss-based MIA AUC forget-vs-eval
         ≤ 0.5 + ``mia_auc_margin`` (a membership attack cannot tell them from unseen data).
         Without an eval set, forgetting means the forget accuracy fell or the forget loss rose.
+      * with params ``{"scope": "class"}`` (the forget set is whole classes) utility is the eval
+        accuracy on the other classes, and forgetting means forget_accuracy ≤ the method's
+        ``forget_accuracy_target`` (default 0, as a model retrained without the class) +
+        ``forget_accuracy_margin``.
     """
 
     model_config = ConfigDict(extra="forbid")

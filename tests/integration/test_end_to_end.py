@@ -201,3 +201,31 @@ def test_embedded_run_command(tmp_path: Path, digits: Digits) -> None:
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_whole_class_deletion_embedded(make_stack, digits: Digits) -> None:
+    """Every training sample of one class, with params {"scope": "class"}: the class is forgotten
+    (a model retrained without it scores ≈ 0 on it) while the other classes keep their accuracy."""
+    from worker.unlearning import build_model, load_checkpoint
+    from worker.unlearning.verification import evaluate
+
+    stack = make_stack()
+    stack.start_worker("cls")
+    stack.register_digits(digits)
+    idx = torch.nonzero(digits.y_train == 5).flatten()
+    r = stack.submit("digits", file=digits.forget_file(idx), params={"scope": "class"}, subject="class-5")
+    assert r.status_code == 202, r.text
+    job = stack.wait_job(r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    checks = job["metrics"]["policy"]["checks"]
+    assert checks["eval_accuracy_drop"]["measured_on"] == "eval samples of the classes not forgotten"
+
+    net = build_model(DIGITS_ARCH)
+    load_checkpoint(net, stack.api.get("/v1/models/digits/versions/2/checkpoint").content)
+    others = digits.y_eval != 5
+    forgotten = evaluate(net, {"inputs": digits.x_train[idx], "labels": digits.y_train[idx]})
+    kept = evaluate(net, {"inputs": digits.x_eval[others], "labels": digits.y_eval[others]})
+    unseen_of_class = evaluate(net, {"inputs": digits.x_eval[~others], "labels": digits.y_eval[~others]})
+    assert forgotten["accuracy"] <= 0.05
+    assert unseen_of_class["accuracy"] <= 0.2  # held-out 5s are not recognised either
+    assert kept["accuracy"] >= digits.eval_accuracy - 0.06

@@ -28,6 +28,22 @@ Options beyond the paper, for a service that must forget without hand-tuning:
   more than this below its starting value, θ goes back to the last check within the limit and the
   loop stops (``stop_reason="max_eval_drop"``): the most forgetting the utility budget allows.
 
+* ``step_schedule="adaptive"`` (with early stopping; the preset's choice): a bold-driver /
+  backtracking rule on the step size, decided at every check. A check that keeps the guard and has
+  not reached the target accepts θ and doubles the step (``lr_grow``, at most ``max_lr``). A check
+  that trips the guard sends θ back to the last accepted check and divides the step by 4
+  (``lr_shrink``) — and the ascent goes on: the loop stops with ``"max_eval_drop"`` only when the
+  step would fall below ``min_lr``. A check that reaches the target with a step larger than ``lr``
+  overshoots: it is also sent back and the step shrunk (never below ``lr``), so the target is met
+  with a final step of at most ``lr``, the precision of the constant schedule. After a backtrack
+  from step s the step never grows above s/2 again. Momentum buffers are cleared with every
+  backtrack; the ``milestones`` decay does not apply. ``"constant"`` (the default) is the fixed
+  rate with the ``milestones`` decay and a stop at the first guard trip. Without early stopping
+  there are no checks and the schedule is constant. The report gives ``step_schedule`` (as run),
+  ``steps`` (every step taken, backtracked ones included), ``checks``, ``backtracks`` (θ sent back,
+  the final guard stop included) and ``final_step_size`` (the rate of the last step: a fraction of
+  ‖θ‖ with ``lr_mode="relative"``).
+
 * ``scope="class"``: the forget set is all training data of one or more classes (those of its
   labels). A model retrained without a class never predicts it: on sklearn digits (MLP and LeNet,
   each of the 10 classes) the retrained model's accuracy on the forgotten class is exactly 0.000, on
@@ -48,9 +64,9 @@ Options beyond the paper, for a service that must forget without hand-tuning:
   tied or reused head, features above ``FEATURE_CACHE_MAX_ELEMENTS``); ``features_cached`` in the
   report says which path ran.
 
-Preset ``{"preset": "adaptive"}`` (the service default): relative steps of 0.5% of ‖θ‖, no momentum,
-no L1, early stop "auto", at most 100 epochs, ``max_eval_drop`` 0.05; any explicit param overrides
-a preset value.
+Preset ``{"preset": "adaptive"}`` (the service default): relative steps starting at 0.5% of ‖θ‖ with
+the adaptive step schedule (at most 8%, stop below 0.05%), no momentum, no L1, early stop "auto", at
+most 100 epochs, ``max_eval_drop`` 0.05; any explicit param overrides a preset value.
 """
 
 from __future__ import annotations
@@ -92,6 +108,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "early_stop": "auto",
         "max_epochs": 100,
         "max_eval_drop": 0.05,
+        "step_schedule": "adaptive",
+        "max_lr": 0.08,
+        "min_lr": 0.0005,
     },
 }
 
@@ -130,6 +149,13 @@ class AscentParams(MethodParams):
     max_epochs: int = Field(100, ge=1, le=100_000)
     max_eval_drop: float | None = Field(None, ge=0, le=1)
     cache_features: bool = True
+    step_schedule: Literal["constant", "adaptive"] = "constant"
+    # Bounds and factors of the adaptive schedule, in the units of lr (a fraction of ‖θ‖ when relative);
+    # None: 16·lr and lr/10.
+    max_lr: float | None = Field(None, gt=0, le=1e3)
+    min_lr: float | None = Field(None, gt=0, le=1e3)
+    lr_grow: float = Field(2.0, ge=1, le=100)
+    lr_shrink: float = Field(0.25, gt=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -337,15 +363,36 @@ def run_ascent(
 
     guard = params.max_eval_drop if mode and u_set is not None else None
     base_eval: list[float] = []
-    safe = [p.detach().clone() for p in theta]  # θ at the last check that kept eval accuracy within the guard
+    safe = [p.detach().clone() for p in theta]  # θ at the last accepted check (within the guard)
+
+    # The step schedule: "adaptive" decides the rate at every check, so it needs checks (a stopping rule).
+    adaptive = params.step_schedule == "adaptive" and mode is not None
+    out["step_schedule"] = "adaptive" if adaptive else "constant"
+    base_lr = params.lr
+    max_lr = max(params.max_lr if params.max_lr is not None else 16 * base_lr, base_lr)
+    min_lr = params.min_lr if params.min_lr is not None else base_lr / 10
+    # Mutable loop state shared with the check: rate, growth ceiling, counters.
+    state = {"lr": base_lr, "ceiling": max_lr, "checks": 0, "backtracks": 0, "since_safe": 0}
 
     # Every check evaluates forget, utility and unseen sets; joined into one set they take one pass
     # (one head product when features are cached) instead of three.
     parts = [d for d in (f_set, u_set, x_set if x_set is not u_set else None) if d is not None]
     joined = _join(parts)
     sizes = [num_samples(d) for d in parts]
+    # The MIA AUC (a rank statistic: a sort per check) is computed only where it decides (mode "mia")
+    # or is reported (the accepted and the rejected check): its losses are kept until then.
+    last_losses: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def check() -> dict[str, float]:
+    def with_mia(res: dict[str, float], losses: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
+        if losses is not None and "mia_auc" not in res:
+            res = dict(res)
+            res["mia_auc"] = mia_auc(*losses)
+            if params.scope == "class":  # keep the key order of a full check
+                res["forgotten_classes_eval_accuracy"] = res.pop("forgotten_classes_eval_accuracy")
+        return res
+
+    def check() -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor] | None]:
+        state["checks"] += 1
         if joined is not None:
             ls, cs = per_sample_metrics(net, joined, task=task, device=device)
             pairs = list(zip(ls.split(sizes), cs.split(sizes), strict=True))
@@ -356,55 +403,94 @@ def run_ascent(
         if u_set is not None:
             el, ec = rest[0]
             res["eval_accuracy"], res["eval_loss"] = float(ec.double().mean()), float(el.double().mean())
+        losses = None
         if x_set is not None:
             xl, xc = rest[-1]  # the utility set itself in the samples scope
-            res["mia_auc"] = mia_auc(fl, xl)
+            losses = (fl, xl)
+            if mode == "mia":
+                res["mia_auc"] = mia_auc(fl, xl)
             if params.scope == "class":
                 res["forgotten_classes_eval_accuracy"] = float(xc.double().mean())
-        return res
+        return res, losses
+
+    def is_reached(now: dict[str, float]) -> bool:
+        if mode == "eval_accuracy":
+            return now["forget_accuracy"] <= now["eval_accuracy"]
+        if mode == "forget_accuracy":
+            return now["forget_accuracy"] <= params.forget_accuracy_target
+        return now["mia_auc"] <= params.mia_target
+
+    def back_to_safe() -> None:
+        with torch.no_grad():
+            for p, q in zip(theta, safe, strict=True):
+                p.copy_(q)
+        opt.state.clear()  # momentum of the rejected steps must not carry on
+        state["backtracks"] += 1
+        state["since_safe"] = 0
 
     def target_reached() -> bool:
-        now = check()
+        """One check: accept θ or send it back; True when the loop should stop."""
+        now, losses = check()
+        tripped = False
         if guard is not None:
             if not base_eval:
                 base_eval.append(now["eval_accuracy"])
-            if now["eval_accuracy"] < base_eval[0] - guard:
-                # Utility guard: go back to the last θ within the allowed eval-accuracy drop and stop;
-                # last_check stays that θ's check, the rejected one is reported beside it.
-                with torch.no_grad():
-                    for p, q in zip(theta, safe, strict=True):
-                        p.copy_(q)
+            tripped = now["eval_accuracy"] < base_eval[0] - guard
+        reached = not tripped and is_reached(now)
+        if adaptive and state["since_safe"] > 0:
+            step = state["lr"]
+            if tripped or (reached and step > base_lr):
+                # Too far (utility) or a target met with a coarse step: back to the last accepted θ,
+                # a smaller step, and no growth past half the failed one.
+                back_to_safe()
+                state["ceiling"] = min(state["ceiling"], step / 2)
+                if not tripped:  # an overshoot: retried with a step of at least lr, accepted at lr
+                    state["lr"] = max(step * params.lr_shrink, base_lr)
+                    return False
+                state["lr"] = step * params.lr_shrink
+                if state["lr"] >= min_lr:
+                    return False
+                state["lr"] = step  # the rate of the last step taken, for the report
                 out["stop_reason"] = "max_eval_drop"
-                out["rejected_check"] = now
+                out["rejected_check"] = with_mia(now, losses)
                 return True
+        elif tripped:
+            # Utility guard: go back to the last θ within the allowed eval-accuracy drop and stop;
+            # last_check stays that θ's check, the rejected one is reported beside it.
+            back_to_safe()
+            out["stop_reason"] = "max_eval_drop"
+            out["rejected_check"] = with_mia(now, losses)
+            return True
+        if guard is not None or adaptive:
             for p, q in zip(theta, safe, strict=True):
                 q.copy_(p.detach())
+        state["since_safe"] = 0
         last.clear()
         last.update(now)
-        if mode == "eval_accuracy":
-            reached = last["forget_accuracy"] <= last["eval_accuracy"]
-        elif mode == "forget_accuracy":
-            reached = last["forget_accuracy"] <= params.forget_accuracy_target
-        else:
-            reached = last["mia_auc"] <= params.mia_target
+        last_losses[:] = [losses] if losses is not None else []
         if reached:
             out["stop_reason"] = "target_reached"
+        elif adaptive and state["checks"] > 1:
+            state["lr"] = min(state["lr"] * params.lr_grow, state["ceiling"])
         return reached
 
     stopped = bool(mode) and target_reached()
     step = 0
     epoch = 0
+    subset: Dataset | None = None
     for epoch in range(max_epochs):
         if stopped:
             break
         if epoch > 0 and reweight is not None:
             weights = reweight()
-        selected = torch.nonzero(weights > 0).squeeze(1)
-        if selected.numel() == 0:
-            out["note"] = "no sample selected: nothing to ascend on"
-            break
-        subset = take(f_set, selected)
-        subset["__weight__"] = weights[selected].float()
+            subset = None
+        if subset is None:
+            selected = torch.nonzero(weights > 0).squeeze(1)
+            if selected.numel() == 0:
+                out["note"] = "no sample selected: nothing to ascend on"
+                break
+            subset = take(f_set, selected)
+            subset["__weight__"] = weights[selected].float()
         for batch in iterate_batches(subset, params.batch_size, shuffle=True, generator=gen, device=device):
             check_cancel(should_cancel)
             w = batch.pop("__weight__")
@@ -425,12 +511,17 @@ def run_ascent(
             # d/dθ of α‖θ‖₁ is α·sign(θ); it is added after the rescaling so α keeps its meaning.
             for p, g in zip(theta, grads, strict=True):
                 p.grad = g * scale + l1_coef * torch.sign(p.detach()) if l1_coef else g * scale
+            if adaptive:
+                for group in opt.param_groups:
+                    group["lr"] = state["lr"]
             opt.step()
             step += 1
+            state["since_safe"] += 1
             if mode and params.check_every and step % params.check_every == 0 and target_reached():
                 stopped = True
                 break
-        sched.step()
+        if not adaptive:
+            sched.step()
         out["epochs_run"] = epoch + 1
         if mode and not stopped and not params.check_every:
             stopped = target_reached()
@@ -438,11 +529,14 @@ def run_ascent(
     for p in model.parameters():
         p.requires_grad_(True)
     out["steps"] = step
+    out["checks"] = state["checks"]
+    out["backtracks"] = state["backtracks"]
     out["stopped_early"] = bool(mode) and stopped
     if mode:
         out["target_reached"] = out.get("stop_reason") == "target_reached"
-        out["last_check"] = dict(last)
-    out["final_lr"] = opt.param_groups[0]["lr"]
+        out["last_check"] = with_mia(last, last_losses[0] if last_losses else None)
+    out["final_lr"] = state["lr"] if adaptive else opt.param_groups[0]["lr"]
+    out["final_step_size"] = out["final_lr"]
     return out
 
 
