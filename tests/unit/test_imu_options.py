@@ -13,7 +13,9 @@ from worker.unlearning.methods.imu import CLASS_FORGET_ACCURACY_TARGET, split_by
 from worker.unlearning.training import train
 from worker.unlearning.verification import evaluate
 
-FORGOTTEN = 0  # IMU reaches 0.0 within the budget here; on 3 of this fixture it stops at 0.024 (guard)
+FORGOTTEN = 0  # IMU reaches 0.0 within the budget here with either step schedule
+# On class 3 the constant schedule stops at the guard (forget accuracy 0.024); the adaptive one goes on.
+GUARDED = 3
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,7 @@ def digits() -> dict[str, object]:
         "model": model,
         "class_forget": {"inputs": x[tr][in_class], "labels": y[tr][in_class]},
         "random_forget": {"inputs": x[tr[:120]], "labels": y[tr[:120]]},
+        "guarded_forget": {"inputs": x[tr][y[tr] == GUARDED], "labels": y[tr][y[tr] == GUARDED]},
         "eval": ev,
         "others": {k: v[y[te] != FORGOTTEN] for k, v in ev.items()},
     }
@@ -111,6 +114,97 @@ def test_class_scope_rejects_what_cannot_run(digits: dict) -> None:
     only_others = digits["others"]  # no eval sample of the forgotten class to compare the MIA with
     with pytest.raises(ParamsError, match="forgotten classes"):
         unlearn("ga", digits["model"], f, {"scope": "class", "early_stop": "mia"}, eval=only_others)
+
+
+# --------------------------------------------------------------------------------------------------
+# Step schedule
+
+
+def _class_run(digits: dict, method: str, forget: dict, **params: object) -> tuple[dict, float, float]:
+    """(report, other classes' eval accuracy before, after) of a class-scope run with the preset."""
+    others = {k: v[digits["eval"]["labels"] != int(forget["labels"][0])] for k, v in digits["eval"].items()}
+    res = unlearn(method, digits["model"], forget, {"preset": "adaptive", "scope": "class", **params},
+                  eval=digits["eval"], device="cpu")  # fmt: skip
+    return res.report, evaluate(digits["model"], others)["accuracy"], evaluate(res.model, others)["accuracy"]
+
+
+def test_schedule_params() -> None:
+    from worker.unlearning.methods.imu import IMUParams
+
+    assert IMUParams().step_schedule == "constant"
+    p = IMUParams(preset="adaptive")
+    assert (p.step_schedule, p.lr, p.max_lr, p.min_lr) == ("adaptive", 0.005, 0.08, 0.0005)
+    assert IMUParams(preset="adaptive", step_schedule="constant").step_schedule == "constant"
+    with pytest.raises(ValueError, match="step_schedule"):
+        IMUParams(step_schedule="cosine")
+
+
+@pytest.mark.parametrize("method", ["imu", "ga"])
+def test_adaptive_schedule_reaches_the_class_target_in_fewer_steps(digits: dict, method: str) -> None:
+    f = digits["class_forget"]
+    const, before, const_after = _class_run(digits, method, f, step_schedule="constant")
+    adapt, _, adapt_after = _class_run(digits, method, f)
+    assert const["step_schedule"] == "constant" and adapt["step_schedule"] == "adaptive"
+    for rep, after in ((const, const_after), (adapt, adapt_after)):
+        assert rep["target_reached"] and rep["after"]["forget_accuracy"] == 0.0
+        assert after >= before - rep["params"]["max_eval_drop"]  # the guard holds
+        assert rep["checks"] >= 1 and rep["backtracks"] >= 0
+    # ~10 steps instead of ~28 (constant: 0.5% of ‖θ‖ a step); the last step is no coarser than lr
+    assert adapt["steps"] < const["steps"] / 2
+    assert adapt["final_step_size"] <= adapt["params"]["lr"] == const["final_step_size"]
+    assert adapt["checks"] <= adapt["steps"] + 1
+
+
+@pytest.mark.parametrize("method", ["imu", "ga"])
+def test_adaptive_schedule_backtracks_at_the_guard_and_keeps_it(digits: dict, method: str) -> None:
+    f, drop = digits["class_forget"], 0.02
+    const, before, _ = _class_run(digits, method, f, max_eval_drop=drop, step_schedule="constant")
+    rep, _, after = _class_run(digits, method, f, max_eval_drop=drop)
+    assert const["stop_reason"] == rep["stop_reason"] == "max_eval_drop"
+    assert const["backtracks"] == 1  # the constant schedule stops at the first trip
+    # the adaptive one went back and on with halved steps, down to min_lr
+    assert rep["backtracks"] >= 1 and rep["final_step_size"] < rep["params"]["min_lr"] * 2
+    assert rep["rejected_check"]["eval_accuracy"] < before - drop
+    assert rep["last_check"]["eval_accuracy"] == pytest.approx(after, abs=1e-6)
+    assert after >= before - drop
+    assert rep["after"]["forget_accuracy"] <= const["after"]["forget_accuracy"]  # at least as much forgetting
+
+
+def test_adaptive_schedule_goes_on_where_the_constant_one_stops_at_the_guard(digits: dict) -> None:
+    f = digits["guarded_forget"]
+    const, before, _ = _class_run(digits, "imu", f, step_schedule="constant")
+    rep, _, after = _class_run(digits, "imu", f)
+    assert const["stop_reason"] == "max_eval_drop" and const["after"]["forget_accuracy"] > 0
+    assert rep["after"]["forget_accuracy"] < const["after"]["forget_accuracy"]
+    assert after >= before - rep["params"]["max_eval_drop"]
+    assert rep["steps"] < const["steps"]
+
+
+def test_adaptive_schedule_is_deterministic_and_cancellable(digits: dict) -> None:
+    from worker.unlearning.errors import CancelledError
+
+    f, ev = digits["guarded_forget"], digits["eval"]
+    params = {"preset": "adaptive", "scope": "class", "cache_features": False}
+    a, b = (unlearn("imu", digits["model"], f, params, eval=ev, seed=5) for _ in range(2))
+    assert a.report["steps"] == b.report["steps"] and a.report["backtracks"] == b.report["backtracks"]
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # bit-identical
+    calls: list[int] = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 8
+
+    with pytest.raises(CancelledError):
+        unlearn("imu", digits["model"], f, params, eval=ev, should_cancel=cancel)
+
+
+def test_adaptive_schedule_without_checks_is_constant(digits: dict) -> None:
+    # No eval set in the samples scope: no stopping rule, so no checks to decide the step on.
+    rep = unlearn(
+        "ga", digits["model"], digits["random_forget"], {"preset": "adaptive", "max_epochs": 3}
+    ).report
+    assert rep["early_stop"] is None and rep["step_schedule"] == "constant" and rep["checks"] == 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ def test_bad_params_are_rejected(digits: dict) -> None:
         unlearn("imu", m, f, {"learning_rate": 0.1})
     with pytest.raises(ParamsError, match="top_fraction"):
         unlearn("imu", m, f, {"top_fraction": 1.5})
+    with pytest.raises(ParamsError, match="step_schedule"):
+        unlearn("ga", m, f, {"step_schedule": "cosine"})
     with pytest.raises(ParamsError, match="eval"):
         unlearn("imu", m, f, {"early_stop": "eval_accuracy"})  # needs an eval set
     with pytest.raises(ParamsError, match="retain"):
@@ -98,6 +100,8 @@ def test_imu_default_is_official_and_changes_only_the_head(digits: dict) -> None
     assert _changed(m, res.model) == {"head.weight", "head.bias"}
     assert rep["n_selected"] == max(int(rep["n_negative"] * 0.1), 1)
     assert rep["epochs_run"] == 10 and rep["influence_path"] == "closed_form"
+    assert p["step_schedule"] == "constant" and rep["step_schedule"] == "constant"
+    assert (rep["steps"], rep["checks"], rep["backtracks"], rep["final_step_size"]) == (10, 0, 0, 0.01)
     assert set(rep["before"]) == {"forget_accuracy", "forget_loss", "eval_accuracy", "eval_loss", "mia_auc"}
     assert rep["param_l2_change"] > 0 and rep["elapsed_s"] > 0 and rep["device"] == "cpu"
     assert next(res.model.parameters()).device.type == "cpu"
@@ -184,12 +188,16 @@ def test_cancel_and_progress(digits: dict) -> None:
     assert _same(before, _snapshot(m))
 
 
-@pytest.mark.parametrize("method", ["imu", "ga", "iau"])
-def test_same_seed_is_bit_identical(digits: dict, method: str) -> None:
-    kw = {"retain": digits["retain"], "device": "cpu", "seed": 3}
-    a = unlearn(method, digits["model"], digits["forget"], **kw).state_dict
-    b = unlearn(method, digits["model"], digits["forget"], **kw).state_dict
-    assert _same(a, b)
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("imu", {}), ("ga", {}), ("iau", {}), ("imu", {"preset": "adaptive"}), ("ga", {"preset": "adaptive"})],
+)
+def test_same_seed_is_bit_identical(digits: dict, method: str, params: dict) -> None:
+    kw = {"retain": digits["retain"], "eval": digits["eval"], "device": "cpu", "seed": 3}
+    a = unlearn(method, digits["model"], digits["forget"], params, **kw)
+    b = unlearn(method, digits["model"], digits["forget"], params, **kw)
+    assert _same(a.state_dict, b.state_dict)
+    assert a.report.get("steps") == b.report.get("steps")
 
 
 def test_imu_on_a_causal_lm() -> None:

@@ -1,9 +1,9 @@
 """Uniform gradient ascent (``ga``): the baseline IMU improves on.
 
 It is IMU's loop with every forget sample weighted equally — same θ (last linear layer), loss,
-optimizer, schedule and options (early stop, relative steps, presets, ``scope="class"``, feature
-caching) — so that a comparison isolates the influence weighting. The official ``GA.py`` of
-``goodluckisallyouneed/IMU`` ascends on all parameters without the L1 term:
+optimizer, schedule and options (early stop, relative steps, the step schedule, presets,
+``scope="class"``, feature caching) — so that a comparison isolates the influence weighting. The
+official ``GA.py`` of ``goodluckisallyouneed/IMU`` ascends on all parameters without the L1 term:
 ``{"target": "all", "alpha": 0}`` reproduces it.
 """
 
