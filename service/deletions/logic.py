@@ -31,14 +31,6 @@ log = structlog.get_logger("service.deletions")
 
 FORGET_SET_KIND = "forget-sets"
 
-# The defaults a request's params refine: the settings that forget on small models without
-# hand-tuning (relative steps, early stop on the eval set; see methods/imu.py).
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "imu": {"preset": "adaptive"},
-    "ga": {"preset": "adaptive"},
-}
-
-
 @dataclass
 class Intake:
     """A parsed deletion request, before validation against the model."""
@@ -72,6 +64,7 @@ def resolve_method(
     still accept instead of overshooting and having the job rejected.
     """
     from worker.unlearning import ParamsError, get_method
+    from worker.unlearning.methods import recommended_params
 
     name = method or settings.default_method
     try:
@@ -80,9 +73,9 @@ def resolve_method(
             raise ParamsError(
                 f"method {name!r} needs the retain set, which the service does not hold; use 'imu' or 'ga'"
             )
-        # Request params refine the service defaults ({"preset": "official"} selects the paper's
-        # recipe), so {"scope": "class"} alone still gets the adaptive steps and early stop.
-        given = {**DEFAULT_PARAMS.get(name, {}), **(params or {})}
+        # Request params refine the recommended defaults ({"preset": "official"} selects the
+        # paper's recipe), so {"scope": "class"} alone still gets the adaptive steps and early stop.
+        given = recommended_params(name, params)
         if "max_eval_drop" in spec.params_model.model_fields and "max_eval_drop" not in given:
             given["max_eval_drop"] = policy["max_eval_accuracy_drop"]
         resolved = spec.parse_params(given).model_dump(mode="json")

@@ -68,7 +68,8 @@ def _run_args(root: Path, out: Path, *extra: str) -> list[str]:
 
 def test_run_imu_json(quickstart: Path, tmp_path: Path) -> None:
     out = tmp_path / "unlearned.safetensors"
-    result = runner.invoke(app, _run_args(quickstart, out, "--json", "--params", '{"epochs": 2}'))
+    params = '{"preset": "official", "epochs": 2}'
+    result = runner.invoke(app, _run_args(quickstart, out, "--json", "--params", params))
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)  # stdout is exactly one JSON object
     report = payload["report"]
@@ -138,3 +139,36 @@ def test_listings() -> None:
     assert archs.exit_code == 0 and {"mlp", "lenet", "resnet18", "tiny-transformer"} <= set(
         archs.stdout.split()
     )
+
+
+def test_run_defaults_to_the_recommended_params(quickstart: Path, tmp_path: Path) -> None:
+    """Without --params the CLI runs what the service runs ({"preset": "adaptive"}), and given
+    params refine that default instead of replacing it."""
+    result = runner.invoke(
+        app, _run_args(quickstart, tmp_path / "a.safetensors", "--json", "--params", '{"max_epochs": 3}')
+    )
+    assert result.exit_code == 0, result.output
+    params = json.loads(result.stdout)["report"]["params"]
+    assert params["preset"] == "adaptive" and params["lr_mode"] == "relative"
+    assert params["max_epochs"] == 3
+
+
+def test_train_exports_a_whole_class_forget_set(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["train", "--arch", "mlp", "--data", "digits", "--epochs", "1",
+         "--out", str(tmp_path / "m.safetensors"), "--export-splits", str(tmp_path),
+         "--forget-class", "3", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    forget = load_dataset(tmp_path / "forget.safetensors")
+    retain = load_dataset(tmp_path / "retain.safetensors")
+    assert forget["labels"].numel() > 100 and bool((forget["labels"] == 3).all())
+    assert not bool((retain["labels"] == 3).any())
+    bad = runner.invoke(
+        app,
+        ["train", "--arch", "mlp", "--data", "digits", "--epochs", "1",
+         "--out", str(tmp_path / "m2.safetensors"), "--export-splits", str(tmp_path / "x"),
+         "--forget-class", "11"],
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "no training sample" in bad.output

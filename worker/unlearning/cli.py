@@ -30,7 +30,7 @@ from worker.unlearning.architectures import build_model, list_architectures
 from worker.unlearning.checkpoints import load_checkpoint, save_checkpoint
 from worker.unlearning.data import save_dataset, validate_dataset
 from worker.unlearning.errors import InvalidInputError, UnlearningError
-from worker.unlearning.methods import list_methods, unlearn
+from worker.unlearning.methods import list_methods, recommended_params, unlearn
 from worker.unlearning.verification import measure, param_l2_change
 
 app = typer.Typer(
@@ -166,8 +166,9 @@ def run(
     params: str | None = typer.Option(
         None,
         "--params",
-        help="Method parameters as a JSON object or file. Default: the method's own defaults (for imu the "
-        'paper\'s recipe); the service runs imu with {"preset": "adaptive"} (early stop on --eval).',
+        help="Method parameters as a JSON object or file; they refine the recommended defaults that the "
+        'service uses too (imu, ga: {"preset": "adaptive"}, early stop on --eval). '
+        '{"preset": "official"} runs the paper\'s recipe.',
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed"),
@@ -182,7 +183,7 @@ def run(
         _existing(forget, "forget set")
         _existing(eval_set, "eval set")
         _existing(retain, "retain set")
-        method_params = _parse_params(params)
+        method_params = recommended_params(method, _parse_params(params))
         spec = parse_architecture(arch)
         model = build_model(spec)
         load_checkpoint(model, checkpoint)
@@ -305,6 +306,13 @@ def train(
         help="Also write train/test/forget/retain/eval sets and the architecture JSON here.",
     ),
     forget_size: int = typer.Option(20, "--forget-size", min=1, help="Samples in the example forget set."),
+    forget_class: int | None = typer.Option(
+        None,
+        "--forget-class",
+        min=0,
+        help="Make the example forget set every training sample of this class (whole-class deletion, "
+        'params {"scope": "class"}) instead of --forget-size random samples.',
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
 ) -> None:
     """Train a built-in architecture on an offline data set and write its checkpoint."""
@@ -338,7 +346,7 @@ def train(
         }
         files: dict[str, str] = {"checkpoint": str(out)}
         if export_splits is not None:
-            files.update(_export_splits(export_splits, spec, ds, forget_size, seed))
+            files.update(_export_splits(export_splits, spec, ds, forget_size, seed, forget_class))
 
     summary = {
         "architecture": spec,
@@ -367,18 +375,33 @@ def train(
 
 
 def _export_splits(
-    directory: Path, spec: dict[str, Any], ds: dict[str, Any], forget_size: int, seed: int
+    directory: Path,
+    spec: dict[str, Any],
+    ds: dict[str, Any],
+    forget_size: int,
+    seed: int,
+    forget_class: int | None = None,
 ) -> dict[str, str]:
     """Write the data splits the service quick start uses; returns {what: path}."""
-    directory.mkdir(parents=True, exist_ok=True)
     train_set, test_set = ds["train"], ds["test"]
     n = next(iter(train_set.values())).shape[0]
-    if forget_size >= n:
-        raise InvalidInputError(f"--forget-size {forget_size} must be smaller than the training set ({n})")
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=g)
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[perm[:forget_size]] = True
+    if forget_class is not None:
+        if "labels" not in train_set:
+            raise InvalidInputError("--forget-class needs a classification data set")
+        mask = train_set["labels"] == forget_class
+        if not bool(mask.any()):
+            classes = sorted(int(c) for c in train_set["labels"].unique())
+            raise InvalidInputError(f"--forget-class {forget_class}: no training sample has it ({classes})")
+    else:
+        if forget_size >= n:
+            raise InvalidInputError(
+                f"--forget-size {forget_size} must be smaller than the training set ({n})"
+            )
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(n, generator=g)
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[perm[:forget_size]] = True
+    directory.mkdir(parents=True, exist_ok=True)
     sets = {
         "train": train_set,
         "test": test_set,

@@ -41,13 +41,28 @@ from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 from worker.unlearning.verification import evaluate, measure, param_l2_change
 
 __all__ = [
+    "RECOMMENDED_PARAMS",
     "MethodParams",
     "MethodSpec",
     "get_method",
     "list_methods",
+    "recommended_params",
     "register_method",
     "unlearn",
 ]
+
+# What the service and the CLI run when a caller gives no params: ``{}`` is each method's paper
+# recipe, which does not transfer to small models (see methods/imu.py); callers' params refine
+# these (``{"preset": "official"}`` gets the paper's recipe back).
+RECOMMENDED_PARAMS: dict[str, dict[str, Any]] = {
+    "imu": {"preset": "adaptive"},
+    "ga": {"preset": "adaptive"},
+}
+
+
+def recommended_params(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The method's recommended params refined by the caller's."""
+    return {**RECOMMENDED_PARAMS.get(method, {}), **(params or {})}
 
 
 @contextmanager
