@@ -133,7 +133,7 @@ def test_schedule_params() -> None:
 
     assert IMUParams().step_schedule == "constant"
     p = IMUParams(preset="adaptive")
-    assert (p.step_schedule, p.lr, p.max_lr, p.min_lr) == ("adaptive", 0.005, 0.08, 0.0005)
+    assert (p.step_schedule, p.lr, p.max_lr, p.min_lr) == ("adaptive", 0.005, 0.08, 0.0025)
     assert IMUParams(preset="adaptive", step_schedule="constant").step_schedule == "constant"
     with pytest.raises(ValueError, match="step_schedule"):
         IMUParams(step_schedule="cosine")

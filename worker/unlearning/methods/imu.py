@@ -67,7 +67,7 @@ Options beyond the paper, for a service that must forget without hand-tuning:
   report says which path ran.
 
 Preset ``{"preset": "adaptive"}`` (the service default): relative steps starting at 0.5% of ‖θ‖ under
-the adaptive step schedule (at most 8%, bisection down to 0.05%), no momentum, no L1, early stop
+the adaptive step schedule (at most 8%, bisection down to 0.25%), no momentum, no L1, early stop
 "auto", at most 100 epochs, ``max_eval_drop`` 0.05; any explicit param overrides a preset value.
 """
 
@@ -112,7 +112,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_eval_drop": 0.05,
         "step_schedule": "adaptive",
         "max_lr": 0.08,
-        "min_lr": 0.0005,
+        "min_lr": 0.0025,
     },
 }
 
@@ -153,7 +153,7 @@ class AscentParams(MethodParams):
     cache_features: bool = True
     step_schedule: Literal["constant", "adaptive"] = "constant"
     # Bounds of the adaptive schedule in the units of lr (a fraction of ‖θ‖ when relative); None: 16·lr
-    # and lr/10. max_lr below lr counts as lr.
+    # and lr/2. max_lr below lr counts as lr.
     max_lr: float | None = Field(None, gt=0, le=1e3)
     min_lr: float | None = Field(None, gt=0, le=1e3)
     lr_grow: float = Field(2.0, ge=1, le=100)
@@ -372,7 +372,7 @@ def run_ascent(
     out["step_schedule"] = "adaptive" if adaptive else "constant"
     base_lr = params.lr
     max_lr = max(params.max_lr if params.max_lr is not None else 16 * base_lr, base_lr)
-    min_lr = params.min_lr if params.min_lr is not None else base_lr / 10
+    min_lr = params.min_lr if params.min_lr is not None else base_lr / 2
     # Loop state shared with the checks: the rate of the schedule and the report's counters.
     state: dict[str, Any] = {
         "lr": base_lr,  # the rate of the next step
