@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.auth import authenticate, has_scope
 from service.context import ServiceContext
+from service.db import session_scope
 from service.errors import Problem
 
 
@@ -27,15 +28,8 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 
 def get_db(request: Request) -> Iterator[Session]:
     """One transaction per request: commit on success, roll back on any error."""
-    session = get_context(request).session_factory()
-    try:
+    with session_scope(get_context(request).session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": commit before the response is sent, so a client never sees a 201 for a

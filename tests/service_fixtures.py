@@ -72,8 +72,9 @@ class ApiClient(TestClient):
         """A client on the same (already started) app, without credentials."""
         return TestClient(self.app, raise_server_exceptions=False)
 
-    def with_key(self, key: str) -> TestClient:
-        return TestClient(self.app, headers={"Authorization": f"Bearer {key}"}, raise_server_exceptions=False)
+    def with_key(self, key: str) -> ApiClient:
+        """A client on the same app with another key (its helpers then act as that key)."""
+        return ApiClient(self.app, headers={"Authorization": f"Bearer {key}"}, raise_server_exceptions=False)
 
     def new_key(self, scopes: list[str], *, tenant: str | None = None, name: str = "test") -> str:
         """Create a key through the API (admin); returns its plaintext."""

@@ -47,6 +47,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # Jobs run for minutes; a worker must not hold a second job it cannot start.
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
@@ -57,7 +58,6 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        # Jobs run for minutes; a worker must not hold a second job it cannot start.
         worker_disable_rate_limits=True,
         enable_utc=True,
     )

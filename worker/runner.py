@@ -191,7 +191,13 @@ class Liveness:
             with session_scope(self.ctx.session_factory) as s:
                 s.execute(
                     update(Job)
-                    .where(Job.id == self.claim.job_id, Job.lease_owner == self.worker_id)
+                    # Only while running: an ended job keeps its lease_owner, and a late write
+                    # would overwrite the final stage ("failed", "cancelled") the job ended with.
+                    .where(
+                        Job.id == self.claim.job_id,
+                        Job.lease_owner == self.worker_id,
+                        Job.status == "running",
+                    )
                     .values(stage=stage, progress=max(0.0, min(1.0, float(fraction))))
                     .execution_options(synchronize_session=False)
                 )

@@ -136,35 +136,22 @@ def append_event(
     """Append one event in the caller's transaction (it commits or rolls back with the caller's
     state change, so the log never records something that did not happen)."""
     head = _lock_head(session)
-    payload = normalise_payload(payload or {})
-    seq = head.seq + 1
-    ts = utcnow()
-    digest = event_hash(
-        prev_hash=head.hash,
-        seq=seq,
-        ts=ts,
-        tenant_id=tenant_id,
-        actor=actor,
-        action=action,
-        model=model,
-        object_id=object_id,
-        payload=payload,
-    )
     event = AuditEvent(
-        seq=seq,
-        ts=ts,
+        seq=head.seq + 1,
+        ts=utcnow(),
         tenant_id=tenant_id,
         actor=actor,
         action=action,
         model=model,
         object_id=object_id,
-        payload=payload,
+        payload=normalise_payload(payload or {}),
         prev_hash=head.hash,
-        hash=digest,
     )
+    # The same function verify_chain recomputes with, so the two can never disagree on the fields.
+    event.hash = hash_of(event, head.hash)
     session.add(event)
-    head.seq = seq
-    head.hash = digest
+    head.seq = event.seq
+    head.hash = event.hash
     session.flush()
     return event
 

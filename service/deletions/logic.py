@@ -21,8 +21,8 @@ from service.deletions.schemas import DeletionRequestOut, Policy
 from service.deps import Principal
 from service.errors import conflict, not_found, unprocessable
 from service.jobs.lifecycle import TERMINAL_REQUEST
+from service.listing import ModelListQuery, page_model_rows
 from service.outbox import enqueue_job, publish_rows, publisher_for
-from service.pagination import paginate
 from service.registry.logic import get_model, get_version
 from service.settings import Settings
 from service.tables import DeletionRequest, Job, Model
@@ -30,6 +30,7 @@ from service.tables import DeletionRequest, Job, Model
 log = structlog.get_logger("service.deletions")
 
 FORGET_SET_KIND = "forget-sets"
+
 
 @dataclass
 class Intake:
@@ -317,11 +318,7 @@ def submit(
 
 def _forget_orphan(ctx: ServiceContext, key: str) -> None:
     """Remove a blob stored for a request that was then not committed (unless someone uses it)."""
-    with session_scope(ctx.session_factory) as s:
-        used = s.scalars(
-            select(DeletionRequest.id).where(DeletionRequest.forget_set_key == key).limit(1)
-        ).first()
-    if used is None:
+    if not _key_referenced(ctx, key):
         with contextlib.suppress(Exception):
             ctx.storage.delete(key)
 
@@ -367,31 +364,11 @@ REQUEST_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
 def list_requests(
-    db: Session, tenant_id: str, *, model: str | None, status: str | None, limit: int, cursor: str | None
+    db: Session, tenant_id: str, query: ModelListQuery
 ) -> tuple[list[DeletionRequestOut], str | None]:
-    stmt = select(DeletionRequest).where(DeletionRequest.tenant_id == tenant_id)
-    if status is not None:
-        if status not in REQUEST_STATUSES:
-            raise unprocessable(f"status must be one of {', '.join(REQUEST_STATUSES)}")
-        stmt = stmt.where(DeletionRequest.status == status)
-    names: dict[str, str] = {}
-    if model is not None:
-        m = get_model(db, tenant_id, model)
-        stmt = stmt.where(DeletionRequest.model_id == m.id)
-        names[m.id] = m.name
-    rows, next_cursor = paginate(
-        db,
-        stmt,
-        order_by=[DeletionRequest.created_at, DeletionRequest.id],
-        limit=limit,
-        cursor=cursor,
-        descending=True,
+    rows, names, next_cursor = page_model_rows(
+        db, DeletionRequest, tenant_id, query, statuses=REQUEST_STATUSES
     )
-    missing = {r.model_id for r in rows} - set(names)
-    if missing:
-        names.update(
-            dict(db.execute(select(Model.id, Model.name).where(Model.id.in_(missing))).tuples().all())
-        )
     return [to_out(r, names[r.model_id]) for r in rows], next_cursor
 
 

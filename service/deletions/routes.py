@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +17,7 @@ from service.deletions import logic
 from service.deletions.schemas import DeletionRequestIn, DeletionRequestOut, DeletionRequestPage
 from service.deps import Context, DbSession, Principal, authenticate_request, require
 from service.errors import Problem, unprocessable
-from service.pagination import DEFAULT_LIMIT, Cursor, Limit, forbid_unknown_query
+from service.listing import ModelListParams
 
 router = APIRouter(tags=["deletion requests"])
 
@@ -164,17 +164,7 @@ def get_deletion_request(request_id: str, db: DbSession, principal: Reader) -> A
     "/v1/deletion-requests",
     response_model=DeletionRequestPage,
     summary="List deletion requests",
-    dependencies=[Depends(forbid_unknown_query)],
 )
-def list_deletion_requests(
-    db: DbSession,
-    principal: Reader,
-    model: Annotated[str | None, Query(max_length=200)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-) -> Any:
-    items, next_cursor = logic.list_requests(
-        db, principal.tenant_id, model=model, status=status, limit=limit, cursor=cursor
-    )
+def list_deletion_requests(db: DbSession, principal: Reader, query: ModelListParams) -> Any:
+    items, next_cursor = logic.list_requests(db, principal.tenant_id, query)
     return {"items": items, "next_cursor": next_cursor}

@@ -212,6 +212,18 @@ def request_ids_of(session: Session, job_id: str) -> list[str]:
     )
 
 
+def _job_and_model(session: Session, job_id: str) -> tuple[Job, Model]:
+    """The job as the conditional UPDATE just left it, and its model.
+
+    populate_existing: the UPDATE bypassed the identity map (synchronize_session=False), so a copy
+    the session already holds would otherwise be returned stale.
+    """
+    job = session.scalars(select(Job).where(Job.id == job_id).execution_options(populate_existing=True)).one()
+    model = session.get(Model, job.model_id)
+    assert model is not None  # jobs.model_id is a foreign key
+    return job, model
+
+
 def end_job(
     session: Session,
     job_id: str,
@@ -247,9 +259,7 @@ def end_job(
     res = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
     if res.rowcount != 1:
         return False, []
-    job = session.scalars(select(Job).where(Job.id == job_id).execution_options(populate_existing=True)).one()
-    model = session.get(Model, job.model_id)
-    assert model is not None
+    job, model = _job_and_model(session, job_id)
     session.execute(
         update(DeletionRequest)
         .where(DeletionRequest.job_id == job_id, DeletionRequest.status.not_in(TERMINAL_REQUEST))
@@ -309,9 +319,7 @@ def requeue_job(
     )
     if res.rowcount != 1:
         return False, []
-    job = session.scalars(select(Job).where(Job.id == job_id).execution_options(populate_existing=True)).one()
-    model = session.get(Model, job.model_id)
-    assert model is not None
+    job, model = _job_and_model(session, job_id)
     session.execute(
         update(DeletionRequest)
         .where(DeletionRequest.job_id == job_id, DeletionRequest.status == "running")

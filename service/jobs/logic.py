@@ -16,11 +16,10 @@ from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.db import session_scope
 from service.deps import Principal
-from service.errors import conflict, not_found, unprocessable
+from service.errors import conflict, not_found
 from service.jobs.lifecycle import TERMINAL_JOB, end_job
 from service.jobs.schemas import JobOut
-from service.pagination import paginate
-from service.registry.logic import get_model
+from service.listing import ModelListQuery, page_model_rows
 from service.tables import DeletionRequest, Job, Model
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -84,27 +83,8 @@ def get_job(db: Session, tenant_id: str, job_id: str) -> JobOut:
     return to_out(job, name, _request_ids(db, [job.id])[job.id])
 
 
-def list_jobs(
-    db: Session, tenant_id: str, *, model: str | None, status: str | None, limit: int, cursor: str | None
-) -> tuple[list[JobOut], str | None]:
-    stmt = select(Job).where(Job.tenant_id == tenant_id)
-    if status is not None:
-        if status not in JOB_STATUSES:
-            raise unprocessable(f"status must be one of {', '.join(JOB_STATUSES)}")
-        stmt = stmt.where(Job.status == status)
-    names: dict[str, str] = {}
-    if model is not None:
-        m = get_model(db, tenant_id, model)
-        stmt = stmt.where(Job.model_id == m.id)
-        names[m.id] = m.name
-    rows, next_cursor = paginate(
-        db, stmt, order_by=[Job.created_at, Job.id], limit=limit, cursor=cursor, descending=True
-    )
-    missing = {r.model_id for r in rows} - set(names)
-    if missing:
-        names.update(
-            dict(db.execute(select(Model.id, Model.name).where(Model.id.in_(missing))).tuples().all())
-        )
+def list_jobs(db: Session, tenant_id: str, query: ModelListQuery) -> tuple[list[JobOut], str | None]:
+    rows, names, next_cursor = page_model_rows(db, Job, tenant_id, query, statuses=JOB_STATUSES)
     reqs = _request_ids(db, [r.id for r in rows])
     return [to_out(r, names[r.model_id], reqs[r.id]) for r in rows], next_cursor
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.deletions.logic import purge_forget_sets
 from service.deps import Context, DbSession, Principal, require
 from service.jobs import logic
 from service.jobs.schemas import JobOut, JobPage
+from service.listing import ModelListParams
 from service.outbox import publish_rows, publisher_for
-from service.pagination import DEFAULT_LIMIT, Cursor, Limit, forbid_unknown_query
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -20,18 +20,9 @@ Reader = Annotated[Principal, Depends(require("jobs:read"))]
 Canceller = Annotated[Principal, Depends(require("deletions:write"))]
 
 
-@router.get("", response_model=JobPage, summary="List jobs", dependencies=[Depends(forbid_unknown_query)])
-def list_jobs(
-    db: DbSession,
-    principal: Reader,
-    model: Annotated[str | None, Query(max_length=200)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
-) -> Any:
-    items, next_cursor = logic.list_jobs(
-        db, principal.tenant_id, model=model, status=status, limit=limit, cursor=cursor
-    )
+@router.get("", response_model=JobPage, summary="List jobs")
+def list_jobs(db: DbSession, principal: Reader, query: ModelListParams) -> Any:
+    items, next_cursor = logic.list_jobs(db, principal.tenant_id, query)
     return {"items": items, "next_cursor": next_cursor}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -140,20 +141,31 @@ def test_job_duration_metrics_on_postgres(tmp_path, postgres_url: str) -> None:
         client.__exit__(None, None, None)
 
 
-def test_access_log_lines_carry_the_request_id(sqlite_api: ApiClient, capsys) -> None:
+@pytest.fixture
+def restore_logging(sqlite_api: ApiClient) -> Iterator[None]:
+    """Reconfigure logging after the test, once capsys has put sys.stderr back.
+
+    Logging binds sys.stderr when it is configured: restored while capsys is active, every later
+    test would log into capsys's closed stream, and a structlog call (inside a transaction, in
+    the reconciler thread...) would raise ValueError. Requested before capsys, so torn down after.
+    """
+    yield
+    from service.ops.logging import configure_logging
+
+    configure_logging(sqlite_api.settings, force=True)
+
+
+def test_access_log_lines_carry_the_request_id(sqlite_api: ApiClient, restore_logging, capsys) -> None:
     from service.ops.logging import configure_logging
 
     configure_logging(sqlite_api.settings.model_copy(update={"log_level": "INFO"}), force=True)
-    try:
-        capsys.readouterr()
-        sqlite_api.get("/v1/models", headers={"X-Request-ID": "req-42"})
-        lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
-        access = [x for x in lines if x.get("event") == "request"]
-        assert access and access[-1]["request_id"] == "req-42"
-        assert access[-1]["route"] == "/v1/models" and access[-1]["status"] == 200
-        assert access[-1]["key_id"].startswith("key_")
-    finally:
-        configure_logging(sqlite_api.settings, force=True)
+    capsys.readouterr()
+    sqlite_api.get("/v1/models", headers={"X-Request-ID": "req-42"})
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    access = [x for x in lines if x.get("event") == "request"]
+    assert access and access[-1]["request_id"] == "req-42"
+    assert access[-1]["route"] == "/v1/models" and access[-1]["status"] == 200
+    assert access[-1]["key_id"].startswith("key_")
 
 
 def test_openapi_lists_the_contract(sqlite_api: ApiClient) -> None:
