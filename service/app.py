@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 
 from service import __doc__ as service_doc
 from service.context import build_context
@@ -24,22 +23,6 @@ from service.settings import Settings, get_settings
 
 API_VERSION = "1.0.0"
 _log = structlog.get_logger("service.app")
-
-# The jobs engineer's routers; optional so the API starts while a domain is being built.
-_OPTIONAL_ROUTERS = ("service.deletions.routes", "service.jobs.routes")
-
-
-def _optional_routers() -> list[APIRouter]:
-    routers = []
-    for module_name in _OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # the package does not exist yet
-            raise
-        routers.append(module.router)
-    return routers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -83,11 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry
 
     from service.audit.routes import router as audit_router
+    from service.deletions.routes import router as deletions_router
+    from service.jobs.routes import router as jobs_router
     from service.keys.routes import router as keys_router
     from service.ops.routes import router as ops_router
     from service.registry.routes import router as registry_router
 
-    for router in (ops_router, registry_router, *_optional_routers(), audit_router, keys_router):
+    for router in (ops_router, registry_router, deletions_router, jobs_router, audit_router, keys_router):
         app.include_router(router)
 
     install_error_handlers(app)

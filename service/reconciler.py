@@ -15,6 +15,7 @@ It runs in a thread of the API (``start_reconciler_thread``) and as ``unlearn-se
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,7 +27,7 @@ from service.context import ServiceContext
 from service.db import session_scope, utcnow
 from service.deletions.logic import purge_forget_sets
 from service.jobs import lifecycle
-from service.jobs.lifecycle import _ts
+from service.jobs.lifecycle import db_time
 from service.outbox import TOPIC_JOB_RUN, Publisher, publish_rows, publisher_for, unpublished_ids
 from service.tables import Job, Model, OutboxMessage
 
@@ -41,7 +42,7 @@ def _expired_leases(ctx: ServiceContext, publisher: Publisher) -> dict[str, int]
     with session_scope(ctx.session_factory) as s:
         ids = list(
             s.scalars(
-                select(Job.id).where(Job.status == "running", Job.lease_expires_at < _ts(now)).limit(500)
+                select(Job.id).where(Job.status == "running", Job.lease_expires_at < db_time(now)).limit(500)
             )
         )
     for job_id in ids:
@@ -78,7 +79,7 @@ def _expired_locks(ctx: ServiceContext) -> int:
     with session_scope(ctx.session_factory) as s:
         res = s.execute(
             update(Model)
-            .where(Model.lock_job_id.is_not(None), Model.lock_expires_at < _ts(now))
+            .where(Model.lock_job_id.is_not(None), Model.lock_expires_at < db_time(now))
             .values(lock_job_id=None, lock_expires_at=None)
             .execution_options(synchronize_session=False)
         )
@@ -95,7 +96,8 @@ def _stale_outbox(ctx: ServiceContext, publisher: Publisher) -> tuple[int, int]:
             s.scalars(
                 select(OutboxMessage)
                 .where(
-                    OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < _ts(stale_before)
+                    OutboxMessage.published_at.is_not(None),
+                    OutboxMessage.published_at < db_time(stale_before),
                 )
                 .order_by(OutboxMessage.id)
                 .limit(500)
@@ -147,7 +149,9 @@ def start_reconciler_thread(ctx: ServiceContext, publisher: Publisher | None = N
             try:
                 reconcile_once(ctx, publisher)
             except Exception as exc:  # never let one bad pass end the loop
-                log.warning("reconcile_failed", error=repr(exc))
+                # Not even a broken log sink: the loop is the service's safety net.
+                with contextlib.suppress(Exception):
+                    log.warning("reconcile_failed", error=repr(exc))
 
     thread = threading.Thread(target=loop, name="reconciler", daemon=True)
     thread.start()

@@ -463,7 +463,7 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str, publisher: Publish
         if live.lost.is_set():
             jlog.warning("job_abandoned", reason="lease lost")
             return Outcome.LOST_LEASE
-        _end(
+        ended = _end(
             ctx,
             publisher,
             claim,
@@ -471,9 +471,10 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str, publisher: Publish
             status="cancelled",
             error={"type": "Cancelled", "detail": str(exc)},
         )
-        return Outcome.CANCELLED
+        # False: another worker took the job over; its outcome, not ours, stands.
+        return Outcome.CANCELLED if ended else Outcome.LOST_LEASE
     except PolicyRejected as exc:
-        _end(
+        ended = _end(
             ctx,
             publisher,
             claim,
@@ -482,9 +483,9 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str, publisher: Publish
             error={"type": "PolicyRejected", "detail": str(exc), "checks": exc.checks},
             metrics={**(report or {}), "policy": {"accepted": False, "checks": exc.checks}},
         )
-        return Outcome.FAILED
+        return Outcome.FAILED if ended else Outcome.LOST_LEASE
     except (InvalidInputError, DivergedError) as exc:
-        _end(
+        ended = _end(
             ctx,
             publisher,
             claim,
@@ -492,7 +493,7 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str, publisher: Publish
             status="failed",
             error={"type": type(exc).__name__, "detail": str(exc)},
         )
-        return Outcome.FAILED
+        return Outcome.FAILED if ended else Outcome.LOST_LEASE
     except LostLease as exc:
         jlog.warning("job_abandoned", reason=str(exc))
         return Outcome.LOST_LEASE

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from service.db import session_scope, utcnow
 from service.deletions.schemas import DeletionRequestOut, Policy
 from service.deps import Principal
 from service.errors import conflict, not_found, unprocessable
-from service.jobs.lifecycle import TERMINAL_REQUEST
+from service.jobs.lifecycle import TERMINAL_REQUEST, db_time
 from service.listing import ModelListQuery, page_model_rows
 from service.outbox import enqueue_job, publish_rows, publisher_for
 from service.registry.logic import get_model, get_version
@@ -384,17 +384,18 @@ def purge_forget_sets(ctx: ServiceContext, request_ids: list[str] | None = None)
     retention = timedelta(seconds=ctx.settings.forget_set_retention_seconds)
     now = utcnow()
     with session_scope(ctx.session_factory) as s:
+        # Retention is in the query, so a pass never spends its batch on rows still within it.
         stmt = select(DeletionRequest).where(
             DeletionRequest.forget_set_key.is_not(None),
             DeletionRequest.status.in_(TERMINAL_REQUEST),
+            or_(
+                DeletionRequest.finished_at.is_(None),
+                DeletionRequest.finished_at <= db_time(now - retention),
+            ),
         )
         if request_ids is not None:
             stmt = stmt.where(DeletionRequest.id.in_(request_ids))
-        rows = [
-            r
-            for r in s.scalars(stmt.limit(1000))
-            if r.finished_at is None or r.finished_at + retention <= now
-        ]
+        rows = list(s.scalars(stmt.limit(1000)))
         keys = {r.forget_set_key for r in rows if r.forget_set_key}
         for r in rows:
             r.forget_set_key = None

@@ -48,7 +48,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _ts(value: datetime) -> Any:
+def db_time(value: datetime) -> Any:
     # A typed literal, so SQLite compares and stores it in the column's own text format.
     return literal(value, UTCDateTime())
 
@@ -92,7 +92,7 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -
         update(Job)
         .where(
             Job.id == job_id,
-            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < _ts(now))),
+            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < db_time(now))),
             Job.attempts < Job.max_attempts,
         )
         .values(
@@ -101,7 +101,7 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -
             lease_owner=worker_id,
             lease_expires_at=expires,
             heartbeat_at=now,
-            started_at=func.coalesce(Job.started_at, _ts(now)),
+            started_at=func.coalesce(Job.started_at, db_time(now)),
             stage="claimed",
             progress=0.0,
         )
@@ -117,7 +117,7 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -
             or_(
                 Model.lock_job_id.is_(None),
                 Model.lock_job_id == job_id,
-                Model.lock_expires_at < _ts(now),
+                Model.lock_expires_at < db_time(now),
             ),
         )
         .values(lock_job_id=job_id, lock_expires_at=expires)
@@ -247,7 +247,7 @@ def end_job(
     if worker_id is not None:
         stmt = stmt.where(Job.lease_owner == worker_id)
     if only_if_lease_expired:
-        stmt = stmt.where(Job.lease_expires_at < _ts(now))
+        stmt = stmt.where(Job.lease_expires_at < db_time(now))
     values: dict[str, Any] = {
         "status": status,
         "error": json_safe(error),
@@ -307,7 +307,7 @@ def requeue_job(
     if worker_id is not None:
         stmt = stmt.where(Job.lease_owner == worker_id)
     if only_if_lease_expired:
-        stmt = stmt.where(Job.lease_expires_at < _ts(now))
+        stmt = stmt.where(Job.lease_expires_at < db_time(now))
     res = session.execute(
         stmt.values(
             status="queued",

@@ -181,7 +181,10 @@ def _residuals(
     """∂loss_i/∂z: softmax − onehot ([B, C]), or per token scaled by the sequence's 1/T ([B, T-1, V])."""
     if task == "classification":
         e = torch.softmax(z.to(dtype), -1)
-        return e - F.one_hot(batch["labels"].long(), e.shape[-1]).to(dtype)
+        # softmax − onehot in place: a one-hot [B, C] tensor would cost as much as the softmax.
+        labels = batch["labels"].long()
+        e[torch.arange(e.shape[0], device=e.device), labels] -= 1.0
+        return e
     targets, valid = lm_targets(batch)
     e = torch.softmax(z[:, :-1].to(dtype), -1) - F.one_hot(targets.long(), z.shape[-1]).to(dtype)
     scale = valid.to(dtype) / valid.sum(1, keepdim=True).clamp_min(1.0).to(dtype)
@@ -410,7 +413,7 @@ def influence_scores(
     fisher_lambda: float = 0.01,
     method: GradMethod = "auto",
     chunk_size: int = 64,
-    batch_size: int = 256,
+    batch_size: int = 1024,
     device: torch.device | str | None = None,
 ) -> InfluenceResult:
     """IMU steps 1–3: influence I_i = −(g_i ⊙ F⁻¹)·ḡ of every sample of ``data`` on θ.
@@ -476,7 +479,7 @@ def imu_sample_weights(
     fisher_lambda: float = 0.01,
     method: GradMethod = "auto",
     chunk_size: int = 64,
-    batch_size: int = 256,
+    batch_size: int = 1024,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """IMU steps 1–5 on the forget set: per-sample weights [N] (zeros for unselected) and info."""
