@@ -20,6 +20,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from safetensors.torch import load as load_safetensor_bytes
 from torch import nn
 
 from worker.unlearning.errors import CheckpointError, InvalidInputError
@@ -216,7 +217,7 @@ def read_safetensors(
         data = bytes(source)
         header_len = sniff_safetensors(data[:16], len(data), error=error, what=what)
         check_safetensors_header(data[8 : 8 + header_len], len(data) - 8 - header_len, error=error, what=what)
-        loader = lambda: safetensors.torch.load(data)  # noqa: E731
+        loader = lambda: load_safetensor_bytes(data)  # noqa: E731
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_file():
