@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from worker.unlearning.architectures import ModelSpec, architecture_spec, build_model
@@ -126,6 +127,24 @@ def test_load_dataset_rejects(source: Any, needle: str) -> None:
         load_dataset(source)
 
 
+def test_npz_float128_rejected_as_a_data_error() -> None:
+    # torch has no float128: from_numpy used to raise a TypeError (a 500 on an eval-set upload)
+    if np.dtype(np.longdouble).itemsize <= 8:
+        pytest.skip("long double is float64 on this platform")
+    buf = io.BytesIO()
+    np.savez(buf, inputs=np.zeros((2, 4), dtype=np.longdouble), labels=np.array([0, 1]))
+    with pytest.raises(DataError, match="'inputs': unsupported dtype float128"):
+        load_dataset(buf.getvalue())
+
+
+def test_uint_tensors_become_int64_like_uint_arrays() -> None:
+    blob = safetensors.torch.save(
+        {"inputs": torch.zeros(2, 4), "labels": torch.tensor([0, 2], dtype=torch.uint32)}
+    )
+    assert load_dataset(blob)["labels"].dtype == torch.int64
+    assert validate_dataset(blob, MLP)["labels"].tolist() == [0, 2]
+
+
 def test_npz_with_positional_arrays_names_the_keys() -> None:
     buf = io.BytesIO()
     np.savez(buf, np.zeros((2, 4)), np.zeros(2))
@@ -157,6 +176,9 @@ def test_images_and_wildcard_sizes() -> None:
     resnet = {"name": "resnet18", "config": {"in_channels": 1, "num_classes": 4}}
     out = validate_dataset({"inputs": torch.rand(2, 1, 12, 12), "labels": [0, 3]}, resnet)
     assert out["inputs"].shape == (2, 1, 12, 12)
+    # a wildcard size is any size but 0: an image without pixels used to pass and crash the worker
+    with pytest.raises(DataError, match=r"expected per-sample shape \(1, \*, \*\)"):
+        validate_dataset({"inputs": torch.rand(2, 1, 0, 12), "labels": [0, 3]}, resnet)
     resnet["config"] = {"in_channels": 3, "num_classes": 4}
     with pytest.raises(DataError, match=r"expected per-sample shape \(3, \*, \*\)"):
         validate_dataset({"inputs": torch.rand(2, 1, 12, 12), "labels": [0, 3]}, resnet)
@@ -197,11 +219,35 @@ CLS_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"inputs": torch.zeros(2, 4), "labels": [0, 3]}, r"labels must be in \[0, 3\); sample 1 has 3"),
     ({"inputs": torch.zeros(2, 4), "labels": [-1, 0]}, "sample 0 has -1"),
     ({"inputs": torch.zeros(2, 4), "labels": 1}, "scalar"),
+    # Range checked before the int64 cast: these used to be reported as -9223372036854775808.
+    ({"inputs": torch.zeros(2, 4), "labels": [0.0, 1e30]}, "sample 1 has 1000000000000000019884624838656"),
+    ({"inputs": torch.zeros(2, 4), "labels": [0, 2**64 - 1]}, "sample 1 has 18446744073709551616"),
+    ({"inputs": torch.zeros(2, 4), "labels": torch.tensor([0, 2**63], dtype=torch.uint64)}, "too large"),
+    # Complex tensors lose their imaginary part in a cast: refused from a mapping and from safetensors.
+    ({"inputs": torch.zeros(2, 4, dtype=torch.complex64), "labels": [0, 1]}, "complex"),
+    (
+        safetensors.torch.save(
+            {"inputs": torch.zeros(2, 4, dtype=torch.complex64), "labels": torch.tensor([0, 1])}
+        ),
+        "'inputs': complex numbers are not accepted",
+    ),
+    (
+        safetensors.torch.save(
+            {"inputs": torch.zeros(2, 4), "labels": torch.tensor([0, 1], dtype=torch.complex64)}
+        ),
+        "'labels': complex numbers are not accepted",
+    ),
+    (
+        safetensors.torch.save(
+            {"inputs": torch.zeros(2, 4, dtype=torch.float8_e4m3fn), "labels": torch.tensor([0, 1])}
+        ),
+        "'inputs': unsupported dtype float8_e4m3fn",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("data", "needle"), CLS_ERRORS)
-def test_classification_errors(data: dict[str, Any], needle: str) -> None:
+def test_classification_errors(data: Any, needle: str) -> None:
     with pytest.raises(DataError, match=needle):
         validate_dataset(data, MLP)
 

@@ -114,6 +114,11 @@ def test_class_scope_rejects_what_cannot_run(digits: dict) -> None:
     only_others = digits["others"]  # no eval sample of the forgotten class to compare the MIA with
     with pytest.raises(ParamsError, match="forgotten classes"):
         unlearn("ga", digits["model"], f, {"scope": "class", "early_stop": "mia"}, eval=only_others)
+    # eval_accuracy compares with the other classes: an eval set of the forgotten class alone has none
+    # (this used to fail with a KeyError at the first check)
+    gone = {k: v[digits["eval"]["labels"] == FORGOTTEN] for k, v in digits["eval"].items()}
+    with pytest.raises(ParamsError, match="classes not forgotten"):
+        unlearn("imu", digits["model"], f, {"scope": "class", "early_stop": "eval_accuracy"}, eval=gone)
 
 
 # --------------------------------------------------------------------------------------------------

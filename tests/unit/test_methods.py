@@ -222,3 +222,37 @@ def test_imu_on_a_causal_lm() -> None:
     assert rep["influence_path"] == "closed_form"
     assert _changed(model, res.model) == {"head.weight", "head.bias"}
     assert rep["after"]["forget_loss"] > rep["before"]["forget_loss"]
+
+
+class _WithUnused(nn.Module):
+    """A model with a parameter outside its forward pass (e.g. a plug-in's spare head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.spare = nn.Linear(2, 2)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(x)))
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("iau", {}),
+        ("ga", {"target": "all", "alpha": 0}),
+        ("imu", {"target": "all", "influence_method": "loop", "alpha": 0}),
+        ("imu", {"target": "all", "preset": "adaptive", "epochs": 1, "max_epochs": 1}),
+    ],
+)
+def test_parameters_outside_the_forward_are_left_alone(method: str, params: dict) -> None:
+    # autograd.grad used to raise "appears to not have been used in the graph" on them.
+    torch.manual_seed(0)
+    m, x, y = _WithUnused(), torch.randn(20, 4), torch.randint(0, 3, (20,))
+    res = unlearn(
+        method, m, {"inputs": x[:5], "labels": y[:5]}, params, retain={"inputs": x[5:], "labels": y[5:]}
+    )
+    changed = _changed(m, res.model)
+    assert "head.weight" in changed
+    assert not {"spare.weight", "spare.bias"} & changed

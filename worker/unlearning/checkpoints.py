@@ -246,9 +246,15 @@ def read_state_dict(source: Source) -> StateDict:
 # Checking against a model
 
 
+# Packed 4-bit floats (two values per byte, torch >= 2.8): no arithmetic, so no loading into a model.
+_PACKED = {d for d in (getattr(torch, "float4_e2m1fn_x2", None),) if d is not None}
+
+
 def _category(dtype: torch.dtype) -> str:
     if dtype == torch.bool:
         return "bool"
+    if dtype in _PACKED:
+        return "packed"
     if dtype.is_complex:
         return "complex"
     if dtype.is_floating_point:
@@ -267,6 +273,11 @@ def _tied_aliases(model: nn.Module) -> dict[str, list[str]]:
     for name, param in model.named_parameters(remove_duplicate=False):
         by_id.setdefault(id(param), []).append(name)
     return {n: [m for m in names if m != n] for names in by_id.values() if len(names) > 1 for n in names}
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # isfinite has no 8-bit float kernels (F8_E4M3 etc.): those are checked as float32.
+    return bool(torch.isfinite(t.float() if t.element_size() == 1 else t).all())
 
 
 def check_state_dict(
@@ -301,7 +312,7 @@ def check_state_dict(
             dtypes.append(
                 f"{key}: expected {_category(want.dtype)} got {str(have.dtype).removeprefix('torch.')}"
             )
-        elif (have.is_floating_point() or have.is_complex()) and not bool(torch.isfinite(have).all()):
+        elif (have.is_floating_point() or have.is_complex()) and not _all_finite(have):
             non_finite.append(key)
     if shapes:
         problems.append(f"shape mismatches: {_listing(shapes)}")

@@ -50,7 +50,8 @@ def _array_to_tensor(name: str, arr: np.ndarray) -> torch.Tensor:
         raise DataError(f"{name!r}: strings are not accepted; give numbers (token ids, class indices)")
     if kind == "c":
         raise DataError(f"{name!r}: complex numbers are not accepted")
-    if kind not in "biuf":
+    if kind not in "biuf" or (kind == "f" and arr.dtype.itemsize > 8):
+        # float128 (np.longdouble) has no torch dtype.
         raise DataError(f"{name!r}: unsupported dtype {arr.dtype}")
     if kind == "u" and arr.dtype.itemsize > 1:
         # torch has no general uint16/32/64 arithmetic; every sane value fits int64.
@@ -60,11 +61,34 @@ def _array_to_tensor(name: str, arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=arr.dtype.newbyteorder("="), copy=True))
 
 
+# Tensor dtypes a data set may hold (as numpy arrays give them): no complex, no packed or 8-bit floats.
+_TENSOR_DTYPES: frozenset[torch.dtype] = frozenset(
+    {
+        torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+        torch.uint16, torch.uint32, torch.uint64,
+        torch.float16, torch.bfloat16, torch.float32, torch.float64,
+    }
+)  # fmt: skip
+
+
+def _tensor(name: str, value: torch.Tensor) -> torch.Tensor:
+    """A tensor from safetensors or a caller, held to what numpy arrays may give (``_array_to_tensor``)."""
+    if value.is_complex():
+        raise DataError(f"{name!r}: complex numbers are not accepted")
+    if value.dtype not in _TENSOR_DTYPES:
+        raise DataError(f"{name!r}: unsupported dtype {str(value.dtype).removeprefix('torch.')}")
+    value = value.detach().cpu()
+    if value.dtype in (torch.uint16, torch.uint32, torch.uint64):
+        # As for numpy arrays: int64 it is; uint64 values from 2**63 on would wrap to negatives.
+        if value.dtype == torch.uint64 and bool((value.view(torch.int64) < 0).any()):
+            raise DataError(f"{name!r}: values too large for int64")
+        value = value.to(torch.int64)
+    return value
+
+
 def _value_to_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        if value.is_complex():
-            raise DataError(f"{name!r}: complex tensors are not accepted")
-        return value.detach().cpu()
+        return _tensor(name, value)
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -111,7 +135,7 @@ def _from_bytes(blob: bytes) -> TensorDict:
         raise DataError("this is a single .npy array; save named arrays with np.savez (.npz) or safetensors")
     tensors = read_safetensors(blob, error=DataError, what="data set")
     _check_keys(list(tensors))
-    return tensors
+    return {name: _tensor(name, t) for name, t in tensors.items()}
 
 
 def load_dataset(source: Source) -> TensorDict:
@@ -232,8 +256,10 @@ def _first(mask: torch.Tensor) -> int:
 
 
 def _shape_matches(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
-    # -1 in a spec's input_shape means any size (resnet18 takes any H, W).
-    return len(got) == len(want) and all(w == -1 or g == w for g, w in zip(got, want, strict=True))
+    # -1 in a spec's input_shape means any size (resnet18 takes any H, W), but not 0: no pixels.
+    return len(got) == len(want) and all(
+        g == w or (w == -1 and g > 0) for g, w in zip(got, want, strict=True)
+    )
 
 
 def _float_inputs(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
@@ -268,15 +294,18 @@ def _labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
         if bool(non_integral.any()):
             i = _first(non_integral)
             raise DataError(f"labels must be integer class indices; sample {i} has {y[i].item()}")
-    y = y.to(torch.int64)
+    # Float labels are range-checked in float64 before the cast: one beyond int64 (1e30, or 2**64
+    # from JSON) would wrap to a negative number. (Compared in their own dtype, bfloat16 or uint8
+    # labels would round num_classes.)
+    y = y.double() if y.is_floating_point() else y.to(torch.int64)
     out_of_range = (y < 0) | (y >= num_classes)
     if bool(out_of_range.any()):
         i = _first(out_of_range)
         raise DataError(
-            f"labels must be in [0, {num_classes}); sample {i} has {int(y[i])} "
+            f"labels must be in [0, {num_classes}); sample {i} has {int(y[i].item())} "
             f"({int(out_of_range.sum())} sample(s) out of range)"
         )
-    return y
+    return y.to(torch.int64)
 
 
 def _token_ids(name: str, ids: torch.Tensor, spec: ModelSpec, min_len: int) -> torch.Tensor:

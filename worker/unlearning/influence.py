@@ -320,7 +320,8 @@ def _loop_rows(
     for i in range(num_samples(data)):
         one = to_device(take(data, slice(i, i + 1)), device)
         loss = loss_from_logits(logits(model, one), one, task)[0]
-        gs = torch.autograd.grad(loss, params)
+        # A parameter outside the forward has a zero gradient, as torch.func.grad gives it.
+        gs = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
         yield torch.cat([g.reshape(-1) for g in gs]).unsqueeze(0)
 
 

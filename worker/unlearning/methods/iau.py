@@ -44,8 +44,10 @@ def mean_gradient(
         check_cancel(should_cancel)
         loss = loss_from_logits(logits(model, batch), batch, task).sum() / n
         check_finite_loss(loss, "IAU gradient")
-        for acc, g in zip(total, torch.autograd.grad(loss, theta), strict=True):
-            acc += g
+        # A parameter outside the forward (allow_unused) keeps a zero gradient: Adam leaves it as it is.
+        for acc, g in zip(total, torch.autograd.grad(loss, theta, allow_unused=True), strict=True):
+            if g is not None:
+                acc += g
     return total
 
 

@@ -230,6 +230,10 @@ def plan_checks(
     if params.scope == "samples":
         return mode, None, eval, eval
     classes, utility, unseen = split_by_class(forget, eval)
+    if mode == "eval_accuracy" and utility is None:
+        raise ParamsError(
+            'early_stop="eval_accuracy" with scope="class" needs eval samples of classes not forgotten'
+        )
     if mode == "mia" and unseen is None:
         raise ParamsError('early_stop="mia" with scope="class" needs eval samples of the forgotten classes')
     return mode, classes, utility, unseen
@@ -516,12 +520,14 @@ def run_ascent(
             ce = loss_from_logits(logits(net, batch), batch, task)
             ascent = -(w * ce).sum() / w.sum()
             check_finite_loss(ascent, f"epoch {epoch}, step {step}")
-            grads = torch.autograd.grad(ascent, theta)
+            # A parameter of θ outside the forward (target "all" on a model with unused parameters) gets
+            # no gradient: SGD then skips it (no weight decay either), as after a plain backward().
+            grads = torch.autograd.grad(ascent, theta, allow_unused=True)
             scale = 1.0
             if params.lr_mode == "relative":
                 # float64: the gradient of memorised samples is tiny and its square underflows float32.
                 g_norm = torch.linalg.vector_norm(
-                    torch.cat([g.reshape(-1) for g in grads]), dtype=torch.float64
+                    torch.cat([g.reshape(-1) for g in grads if g is not None]), dtype=torch.float64
                 )
                 t_norm = torch.linalg.vector_norm(
                     torch.cat([p.detach().reshape(-1) for p in theta]), dtype=torch.float64
@@ -529,7 +535,11 @@ def run_ascent(
                 scale = float(t_norm / g_norm.clamp_min(1e-30))
             # d/dθ of α‖θ‖₁ is α·sign(θ); it is added after the rescaling so α keeps its meaning.
             for p, g in zip(theta, grads, strict=True):
-                p.grad = g * scale + l1_coef * torch.sign(p.detach()) if l1_coef else g * scale
+                d = None if g is None else g * scale
+                if l1_coef:
+                    l1 = l1_coef * torch.sign(p.detach())
+                    d = l1 if d is None else d + l1
+                p.grad = d
             if adaptive:
                 for group in opt.param_groups:
                     group["lr"] = state["lr"]
