@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -186,7 +185,9 @@ def _residuals(
         e[torch.arange(e.shape[0], device=e.device), labels] -= 1.0
         return e
     targets, valid = lm_targets(batch)
-    e = torch.softmax(z[:, :-1].to(dtype), -1) - F.one_hot(targets.long(), z.shape[-1]).to(dtype)
+    e = torch.softmax(z[:, :-1].to(dtype), -1)
+    # In place, as above: an int64 one-hot [B, T-1, V] would be the largest tensor here on a real vocab.
+    e.scatter_add_(-1, targets.long().unsqueeze(-1), torch.full_like(e[..., :1], -1.0))
     scale = valid.to(dtype) / valid.sum(1, keepdim=True).clamp_min(1.0).to(dtype)
     return e * scale.unsqueeze(-1)
 
