@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint bench-quality bench-speed clean
+.PHONY: install run test lint bench-quality bench-speed bench-service clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-quality: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(BIN)/python -m benchmarks.speed $(BENCH_ARGS)
+
+# Starts the API and a worker as processes on a free port; PostgreSQL + Redis too when reachable.
+bench-service: $(STAMP)
+	$(BIN)/python -m benchmarks.service $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
