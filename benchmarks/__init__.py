@@ -15,7 +15,8 @@ RESULTS_MD = BENCH_DIR / "RESULTS.md"
 
 _HEADER = (
     "# Benchmark results\n\n"
-    "Every number below is written by the benchmark scripts (`make bench-speed`, `make bench-quality`);\n"
+    "Every number below is written by the benchmark scripts (`make bench-speed`, `make bench-quality`,\n"
+    "`make bench-service`);\n"
     "each section is regenerated between its markers, so do not edit inside them.\n"
 )
 
