@@ -6,6 +6,7 @@ A data set is a plain dict of tensors with the same first dimension (samples):
 - classification, token inputs (hf-sequence-classification): ``inputs`` int64 [N, T] (``input_ids`` is
   accepted and renamed), ``labels`` int64 [N], optional ``attention_mask`` int64 [N, T]
 - causal-lm: ``input_ids`` int64 [N, T] (2 <= T <= max_len), optional ``attention_mask`` int64 [N, T]
+  with at least one pair of adjacent attended tokens per sample (something to predict)
 
 Files are safetensors or ``.npz`` (``allow_pickle=False``); pickles are refused unread.
 """
@@ -335,7 +336,9 @@ def _token_ids(name: str, ids: torch.Tensor, spec: ModelSpec, min_len: int) -> t
     return ids
 
 
-def _attention_mask(mask: torch.Tensor, ids: torch.Tensor, min_len: int) -> torch.Tensor:
+def _attention_mask(
+    mask: torch.Tensor, ids: torch.Tensor, min_len: int, causal: bool = False
+) -> torch.Tensor:
     if mask.is_floating_point():
         raise DataError("attention_mask must hold integers 0/1 (or booleans)")
     if tuple(mask.shape) != tuple(ids.shape):
@@ -348,6 +351,16 @@ def _attention_mask(mask: torch.Tensor, ids: torch.Tensor, min_len: int) -> torc
     short = mask.sum(dim=1) < min_len
     if bool(short.any()):
         raise DataError(f"attention_mask: sample {_first(short)} has fewer than {min_len} attended tokens")
+    if causal:
+        # A next-token prediction counts only where the context token and its target are both
+        # attended (tasks.lm_targets): a mask like [1, 0, 1, 0] would leave nothing to score.
+        unscorable = ~(mask[:, 1:].bool() & mask[:, :-1].bool()).any(dim=1)
+        if bool(unscorable.any()):
+            raise DataError(
+                f"attention_mask: sample {_first(unscorable)} has no two adjacent attended tokens, "
+                "so no next-token prediction in it can be scored "
+                f"({int(unscorable.sum())} sample(s) like this)"
+            )
     return mask
 
 
@@ -406,7 +419,9 @@ def validate_dataset(
         out["labels"] = _labels(tensors["labels"], spec.num_classes)
     if "attention_mask" in tensors:
         min_len = 2 if spec.task == "causal-lm" else 1
-        out["attention_mask"] = _attention_mask(tensors["attention_mask"], out[ids_key], min_len)
+        out["attention_mask"] = _attention_mask(
+            tensors["attention_mask"], out[ids_key], min_len, causal=spec.task == "causal-lm"
+        )
     return _contiguous(out)
 
 

@@ -29,12 +29,14 @@ from torch.func import functional_call, grad, vmap
 
 from worker.unlearning.errors import ParamsError
 from worker.unlearning.tasks import (
+    batch_size_for,
     infer_task,
     iterate_batches,
     lm_targets,
     logits,
     loss_from_logits,
     num_samples,
+    output_size,
     take,
     to_device,
 )
@@ -44,7 +46,9 @@ GradMethod = Literal["auto", "closed_form", "func", "loop"]
 Target = str | Sequence[str] | None
 
 # Bounds the size of materialised per-sample gradients (elements, ~256 MiB in float32): the causal-LM
-# Fisher chunk and the cache of torch.func gradients kept between the two passes.
+# Fisher chunk of the closed form, each torch.func chunk [c, P] (c = this // P, at least 1: a tied
+# GPT-2-size head has P ≈ 38M, so 64 rows would be ~10 GB) and the cache of rows kept between the
+# two passes. Forward batches are bounded separately, by ``tasks.MAX_LOGIT_ELEMENTS``.
 MAX_CHUNK_ELEMENTS = 1 << 26
 
 
@@ -202,8 +206,8 @@ def _cf_batches(
     batch_size: int,
     device: torch.device,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(residuals E, augmented head inputs H) per forward batch."""
-    for batch in iterate_batches(data, batch_size, device=device):
+    """(residuals E, augmented head inputs H) per forward batch (``batch_size`` bounded by the logits)."""
+    for batch in iterate_batches(data, batch_size, device=device, num_outputs=head.out_features):
         z, h = _forward_capture(model, head, batch)
         dtype = torch.promote_types(h.dtype, torch.float32)
         e = _residuals(z, batch, task, dtype)
@@ -293,11 +297,24 @@ def _closed_form_grads(
 # torch.func and the reference loop
 
 
+def func_chunk_size(model: nn.Module, data: Dataset, names: Sequence[str], chunk_size: int) -> int:
+    """Samples per torch.func chunk: at most ``chunk_size``, with c·P ≤ ``MAX_CHUNK_ELEMENTS``
+    (P = number of target parameter elements) and the chunk's logits within the forward budget;
+    at least 1."""
+    if chunk_size < 1:
+        raise ParamsError(f"chunk_size must be at least 1, got {chunk_size}")
+    p = sum(t.numel() for t in target_params(model, names))
+    by_grads = max(1, MAX_CHUNK_ELEMENTS // max(1, p))
+    return batch_size_for(data, min(chunk_size, by_grads), output_size(model))
+
+
 def _func_chunks(
     model: nn.Module, data: Dataset, task: Task, names: list[str], chunk_size: int, device: torch.device
 ) -> Iterator[torch.Tensor]:
-    """Per-sample gradients [c, P] for chunks of ``chunk_size`` samples (vmap over grad)."""
+    """Per-sample gradients [c, P] for chunks of up to ``chunk_size`` samples (vmap over grad);
+    :func:`func_chunk_size` lowers c where [c, P] or the chunk's logits would be too large."""
     params = {n: p.detach() for n, p in zip(names, target_params(model, names), strict=True)}
+    chunk = func_chunk_size(model, data, names, chunk_size)
 
     def sample_loss(tp: dict[str, torch.Tensor], sample: dict[str, torch.Tensor]) -> torch.Tensor:
         one = {k: v.unsqueeze(0) for k, v in sample.items()}
@@ -308,7 +325,7 @@ def _func_chunks(
         return loss_from_logits(logits(model, one, forward=fwd), one, task)[0]
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0))
-    for batch in iterate_batches(data, chunk_size, device=device):
+    for batch in iterate_batches(data, chunk, device=device):
         g = per_sample(params, batch)
         yield torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], 1)
 
@@ -392,13 +409,21 @@ def per_sample_gradients(
     batch_size: int = 256,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Per-sample gradients [N, P] of θ (flattened in target order) by the chosen path."""
+    """Per-sample gradients [N, P] of θ (flattened in target order) by the chosen path.
+
+    ``auto`` takes the closed form where it applies, else torch.func, as :func:`influence_scores`.
+    """
     task = task or infer_task(data)
     names = resolve_target(model, target)
     dev = _device_of(model, device)
     with _EvalMode(model, names):
         if method in ("closed_form", "auto"):
-            return _closed_form_grads(model, data, task, names, batch_size, dev)
+            try:
+                return _closed_form_grads(model, data, task, names, batch_size, dev)
+            except ClosedFormNotApplicable as exc:
+                if method == "closed_form":
+                    raise ParamsError(f"closed-form gradients do not apply: {exc}") from exc
+            method = "func"
         if method == "func":
             return torch.cat(list(_func_chunks(model, data, task, names, chunk_size, dev)))
         if method == "loop":
@@ -421,7 +446,9 @@ def influence_scores(
     """IMU steps 1–3: influence I_i = −(g_i ⊙ F⁻¹)·ḡ of every sample of ``data`` on θ.
 
     ``auto`` takes the closed form when θ is a final linear layer (not tied) whose output is the
-    model output, else torch.func.
+    model output, else torch.func. ``batch_size`` (forward passes) and ``chunk_size`` (torch.func
+    samples per vmap) are upper bounds: a causal LM's batches shrink to keep their logits within
+    ``tasks.MAX_LOGIT_ELEMENTS``, and torch.func chunks to keep [c, P] within ``MAX_CHUNK_ELEMENTS``.
     """
     task = task or infer_task(data)
     names = resolve_target(model, target)

@@ -21,6 +21,12 @@ from worker.unlearning.types import Dataset, Task
 
 IGNORE_INDEX = -100
 
+# Bound on the logits of one batched forward pass over a data set (elements; 512 MiB in float32).
+# A causal LM's logits are [B, T, V]: with V = 50k and T = 128 a fixed 1024 samples would be ~26 GB,
+# so batches over data sets shrink to fit (see ``batch_size_for``). A classifier's [B, C] logits stay
+# far below it (1024 samples fit up to C = 131072), so its batches are what the caller asked for.
+MAX_LOGIT_ELEMENTS = 1 << 27
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None → cuda when available, else cpu; anything else as given."""
@@ -57,15 +63,68 @@ def take(data: Dataset, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
     return {k: v[index] for k, v in data.items()}
 
 
+def output_size(model: nn.Module) -> int | None:
+    """Size of the model output's last dimension (classes, or the vocabulary), read from its layers.
+
+    No forward pass: the ``head`` attribute the architectures attach (built-ins and Hugging Face),
+    else HF's output embeddings, else the last ``nn.Linear``; a causal LM whose head is not a linear
+    layer (logits from the embedding matrix) is covered by the largest ``nn.Embedding``. The larger
+    of the last two is taken, so an unusual layout errs towards smaller batches. None if unknown.
+    """
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return int(head.out_features)
+    get_out = getattr(model, "get_output_embeddings", None)
+    if callable(get_out):
+        try:
+            out = get_out()
+        except Exception:  # an unusual model: fall back to scanning its layers
+            out = None
+        if isinstance(out, nn.Linear):
+            return int(out.out_features)
+    sizes = [int(m.out_features) for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    sizes += [int(m.num_embeddings) for m in model.modules() if isinstance(m, nn.Embedding)]
+    return max(sizes) if sizes else None
+
+
+def logit_elements_per_sample(data: Dataset, num_outputs: int) -> int:
+    """Logits elements one sample produces: T·V for a causal LM (``input_ids`` [N, T]), else C."""
+    ids = data.get("input_ids")
+    length = int(ids.shape[1]) if ids is not None and ids.dim() >= 2 else 1
+    return max(1, length * int(num_outputs))
+
+
+def batch_size_for(data: Dataset, requested: int, num_outputs: int | None) -> int:
+    """``requested`` samples per forward pass, fewer where their logits would pass ``MAX_LOGIT_ELEMENTS``.
+
+    B = max(1, min(requested, MAX_LOGIT_ELEMENTS // (T·V))) for a causal LM, // C for a classifier;
+    ``num_outputs`` None (unknown output size) leaves ``requested`` as it is.
+    """
+    if requested < 1:
+        raise ValueError(f"batch size must be at least 1, got {requested}")
+    if num_outputs is None:
+        return requested
+    return max(1, min(requested, MAX_LOGIT_ELEMENTS // logit_elements_per_sample(data, num_outputs)))
+
+
 def iterate_batches(
     data: Dataset,
     batch_size: int,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    *,
+    num_outputs: int | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield batches of a data set dict, moved to ``device``; the order is drawn from ``generator``."""
+    """Yield batches of a data set dict, moved to ``device``; the order is drawn from ``generator``.
+
+    With ``num_outputs`` (the model's output size, e.g. ``output_size(model)``) the batch size is an
+    upper bound, lowered by :func:`batch_size_for` to keep each batch's logits within budget; pass it
+    for forward passes over a data set (evaluation, influence), not for training batches, whose size
+    is part of the optimisation.
+    """
     n = num_samples(data)
+    batch_size = batch_size_for(data, batch_size, num_outputs)
     if shuffle:
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):

@@ -17,6 +17,7 @@ from worker.unlearning.tasks import (
     logits,
     loss_from_logits,
     num_samples,
+    output_size,
 )
 from worker.unlearning.types import Dataset, Task
 
@@ -37,14 +38,18 @@ def per_sample_metrics(
     device: torch.device | str | None = None,
     batch_size: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(losses [N], accuracies [N]) on CPU, model in eval mode (its mode is restored)."""
+    """(losses [N], accuracies [N]) on CPU, model in eval mode (its mode is restored).
+
+    ``batch_size`` is an upper bound: a causal LM's batches shrink to keep their [B, T, V] logits
+    within ``tasks.MAX_LOGIT_ELEMENTS``.
+    """
     task = task or infer_task(data)
     dev = _device_of(model, device)
     was_training = model.training
     model.eval()
     losses, correct = [], []
     try:
-        for batch in iterate_batches(data, batch_size, device=dev):
+        for batch in iterate_batches(data, batch_size, device=dev, num_outputs=output_size(model)):
             z = logits(model, batch)
             losses.append(loss_from_logits(z, batch, task).float().cpu())
             correct.append(correct_from_logits(z, batch, task).float().cpu())

@@ -17,7 +17,14 @@ from pydantic import Field
 
 from worker.unlearning.influence import resolve_target, target_params
 from worker.unlearning.methods.base import MethodParams, check_cancel, check_finite_loss, register_method
-from worker.unlearning.tasks import infer_task, iterate_batches, logits, loss_from_logits, num_samples
+from worker.unlearning.tasks import (
+    infer_task,
+    iterate_batches,
+    logits,
+    loss_from_logits,
+    num_samples,
+    output_size,
+)
 from worker.unlearning.types import CancelFn, Dataset, ProgressFn, Task, UnlearnResult
 
 
@@ -40,7 +47,8 @@ def mean_gradient(
     """∇θ of the mean per-sample loss over the whole data set, accumulated batch by batch."""
     n = num_samples(data)
     total = [torch.zeros_like(p) for p in theta]
-    for batch in iterate_batches(data, batch_size, device=device):
+    # A batch of a language model's logits is [B, T, V]: let the budget in tasks.py bound B.
+    for batch in iterate_batches(data, batch_size, device=device, num_outputs=output_size(model)):
         check_cancel(should_cancel)
         loss = loss_from_logits(logits(model, batch), batch, task).sum() / n
         check_finite_loss(loss, "IAU gradient")
