@@ -292,7 +292,11 @@ def _cache_features(
                     continue
                 key = "input_ids" if "input_ids" in data else "inputs"
                 feats = []
-                for batch in iterate_batches(data, FEATURE_BATCH_SIZE, device=device):
+                # The forward still builds [B, T, V] logits for an LM: the budget in tasks.py bounds B.
+                batches = iterate_batches(
+                    data, FEATURE_BATCH_SIZE, device=device, num_outputs=head.out_features
+                )
+                for batch in batches:
                     calls[0] = 0
                     feats.append(_forward_capture(model, head, batch)[1])
                     if calls[0] != 1:
