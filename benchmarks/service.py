@@ -479,8 +479,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{int(POLL_S * 1000)} ms); downloaded = the new version's checkpoint fetched and its ETag "
         "checked. Queue wait and run come from the job's own timestamps; engine = the method's "
         "time as the job reports it (`metrics.elapsed_s`), steps = its ascent steps. The embedded "
-        "broker is kombu's filesystem transport, which polls its folder once a second: most of its "
-        "queue wait.",
+        "broker is kombu's filesystem transport, which polls its folder every "
+        f"{Settings().embedded_broker_polling_seconds} s "
+        "(setting `UNLEARN_EMBEDDED_BROKER_POLLING_SECONDS`): most of its queue wait.",
         "",
         "| backend | forget set | samples | accepted s | succeeded s | downloaded s | queue wait s | "
         "run s | engine s | steps | forget acc after | eval acc before → after |",

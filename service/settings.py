@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""  # default: sqlite:///{data_dir}/unlearn.db
     broker_url: str = ""  # default: an embedded filesystem broker under {data_dir}/broker
+    # The embedded broker polls its folder; kombu's default (1 s) was most of a job's queue wait.
+    embedded_broker_polling_seconds: float = Field(default=0.2, gt=0, le=10)
     storage_url: str = ""  # any fsspec URL; default: {data_dir}/artifacts
 
     admin_key: str | None = None  # created with every scope on start if no key exists yet

@@ -30,8 +30,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(messages),
             "processed_folder": str(processed),
             "control_folder": str(control),
-            # The transport polls its folder (default once a second): most of a job's queue wait.
-            "polling_interval": 0.2,
+            "polling_interval": settings.embedded_broker_polling_seconds,
             "store_processed": False,
         }
     if settings.resolved_broker_url.startswith(("redis://", "rediss://")):
