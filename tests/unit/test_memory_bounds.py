@@ -11,6 +11,7 @@ from torch import nn
 
 import worker.unlearning.influence as influence
 import worker.unlearning.tasks as tasks
+from tests.unit.test_influence import TinyLM
 from worker.unlearning.data import validate_dataset
 from worker.unlearning.errors import DataError, ParamsError
 from worker.unlearning.influence import (
@@ -23,21 +24,6 @@ from worker.unlearning.tasks import MAX_LOGIT_ELEMENTS, batch_size_for, output_s
 from worker.unlearning.verification import measure, per_sample_metrics
 
 GPT2_VOCAB, GPT2_D = 50257, 768
-
-
-class TinyLM(nn.Module):
-    def __init__(self, vocab: int = 13, d: int = 8) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, d)
-        self.mix = nn.Linear(d, d)
-        self.lm_head = nn.Linear(d, vocab)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.emb(input_ids)
-        if attention_mask is not None:
-            h = h * attention_mask.unsqueeze(-1)
-        h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1).view(1, -1, 1)
-        return self.lm_head(torch.tanh(self.mix(h)))
 
 
 class TiedHeadLM(nn.Module):
