@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks import RESULTS_DIR, RESULTS_MD, fmt_mean_std, write_section
-from worker.unlearning import build_model, builtin_data, unlearn
-from worker.unlearning.training import train
-from worker.unlearning.verification import gap_to_reference, mia_auc, per_sample_metrics, tug_of_war
+from unlearning import build_model, builtin_data, unlearn
+from unlearning.training import train
+from unlearning.verification import gap_to_reference, mia_auc, per_sample_metrics, tug_of_war
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,8 @@ from tests.integration.conftest import (
     settings_env,
     submit_deletion,
 )
-from worker.unlearning import build_model, builtin_data, state_dict_bytes
-from worker.unlearning.training import train
+from unlearning import build_model, builtin_data, state_dict_bytes
+from unlearning.training import train
 
 PG_SERVER = os.environ.get("UNLEARN_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 REDIS_HOST = os.environ.get("UNLEARN_BENCH_REDIS_HOST", "127.0.0.1")

@@ -1,7 +1,7 @@
 """Speed of IMU's influence stage: vectorised paths vs the official per-sample backward loop.
 
 The influence stage = per-sample gradients of θ + diagonal Fisher + influence + selection and weights
-(``worker.unlearning.influence.imu_sample_weights``). Paths compared, for MLP (digits-sized), LeNet
+(``unlearning.influence.imu_sample_weights``). Paths compared, for MLP (digits-sized), LeNet
 (1×28×28) and ResNet-18 (3×32×32, random init: weights do not change the cost) at 100, 1000 and 5000
 forget samples:
 
@@ -122,8 +122,8 @@ def _sync(device: torch.device) -> None:
 
 def measure(job: Job) -> Row:
     """Time one (model, path, n) in this process; peak memory as described in the module doc."""
-    from worker.unlearning.architectures import build_model
-    from worker.unlearning.influence import imu_sample_weights
+    from unlearning.architectures import build_model
+    from unlearning.influence import imu_sample_weights
 
     torch.set_num_threads(job.threads)
     device = torch.device(job.device)
@@ -217,7 +217,7 @@ def run_jobs(jobs: list[Job], isolate: bool, log: bool = True) -> list[Row]:
     ctx = mp.get_context("forkserver")
     # The server imports torch once; each child forks from it, so it starts cheap and with no
     # OpenMP threads running (forking a process that already ran parallel torch code can hang).
-    ctx.set_forkserver_preload(["torch", "worker.unlearning.influence", "worker.unlearning.architectures"])
+    ctx.set_forkserver_preload(["torch", "unlearning.influence", "unlearning.architectures"])
     with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
         for job in jobs:
             rows.append(pool.submit(measure, job).result())

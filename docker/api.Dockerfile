@@ -5,7 +5,7 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.5.1"
 COPY pyproject.toml README.md ./
 COPY service ./service
-COPY worker ./worker
+COPY unlearning ./unlearning
 COPY migrations ./migrations
 COPY alembic.ini ./
 RUN pip install ".[service,s3]"

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from worker.unlearning.errors import InvalidInputError
+from unlearning.errors import InvalidInputError
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -158,7 +158,7 @@ def sqlite_api(tmp_path: Path) -> Iterator[ApiClient]:
 def make_checkpoint(architecture: dict[str, Any] | None = None, seed: int = 0) -> bytes:
     import torch
 
-    from worker.unlearning import build_model, state_dict_bytes
+    from unlearning import build_model, state_dict_bytes
 
     torch.manual_seed(seed)
     return state_dict_bytes(build_model(architecture or MLP_ARCH))

@@ -241,8 +241,8 @@ class Inputs:
 
 
 def load_inputs(ctx: ServiceContext, claim: Claim) -> Inputs:
-    from worker.unlearning import InvalidInputError, build_model, load_checkpoint, validate_dataset
-    from worker.unlearning.data import concat_datasets
+    from unlearning import InvalidInputError, build_model, load_checkpoint, validate_dataset
+    from unlearning.data import concat_datasets
 
     with session_scope(ctx.session_factory) as s:
         model_row = s.get(Model, claim.model_id)
@@ -284,7 +284,7 @@ def load_inputs(ctx: ServiceContext, claim: Claim) -> Inputs:
 def publish(
     ctx: ServiceContext, claim: Claim, worker_id: str, inputs: Inputs, new_model: Any, metrics: dict[str, Any]
 ) -> tuple[int, list[int]]:
-    from worker.unlearning import state_dict_bytes
+    from unlearning import state_dict_bytes
 
     blob = state_dict_bytes(new_model)
     # Storage first: if the transaction below fails, the blob is an unreferenced, harmless orphan
@@ -421,7 +421,7 @@ def _request_ids(ctx: ServiceContext, job_id: str) -> list[str]:
 
 def run_job(ctx: ServiceContext, job_id: str, worker_id: str, publisher: Publisher | None = None) -> str:
     """Run one job to its end (or do nothing if it is not claimable); returns an Outcome."""
-    from worker.unlearning import CancelledError, DivergedError, InvalidInputError, unlearn
+    from unlearning import CancelledError, DivergedError, InvalidInputError, unlearn
 
     jlog = log.bind(job_id=job_id, worker=worker_id)
     claim = _claim(ctx, job_id, worker_id)

@@ -64,8 +64,8 @@ def resolve_method(
     far) defaults to the acceptance policy's budget, so the method stops where the policy would
     still accept instead of overshooting and having the job rejected.
     """
-    from worker.unlearning import ParamsError, get_method
-    from worker.unlearning.methods import recommended_params
+    from unlearning import ParamsError, get_method
+    from unlearning.methods import recommended_params
 
     name = method or settings.default_method
     try:
@@ -127,8 +127,8 @@ def validate_forget_set(settings: Settings, model: Model, intake: Intake) -> tup
 
     Uploads are parsed as safetensors or npz (allow_pickle=False) only: nothing is unpickled.
     """
-    from worker.unlearning import DataError, InvalidInputError, sample_digests, validate_dataset
-    from worker.unlearning.data import dataset_bytes
+    from unlearning import DataError, InvalidInputError, sample_digests, validate_dataset
+    from unlearning.data import dataset_bytes
 
     limit = settings.max_inline_samples if intake.inline else settings.max_forget_samples
     try:

@@ -13,9 +13,9 @@ from service.audit.logic import append_event
 from service.errors import Problem, conflict, not_found, unprocessable
 from service.storage import ArtifactStore
 from service.tables import Model, ModelVersion
-from worker.unlearning import build_model
-from worker.unlearning.checkpoints import sha256_bytes, validate_checkpoint
-from worker.unlearning.data import num_samples, validate_dataset
+from unlearning import build_model
+from unlearning.checkpoints import sha256_bytes, validate_checkpoint
+from unlearning.data import num_samples, validate_dataset
 
 VersionRef = int | Literal["latest"]
 

@@ -59,7 +59,7 @@ def digits() -> Digits:
     from safetensors.torch import save
     from sklearn.datasets import load_digits
 
-    from worker.unlearning import build_model, state_dict_bytes
+    from unlearning import build_model, state_dict_bytes
 
     torch.set_num_threads(1)
     d = load_digits()

@@ -47,8 +47,8 @@ def check_flow_on(
     wait_job: Callable[[str], dict],
 ) -> dict:
     """Submit one class-3 batch and check the published version; returns measured numbers."""
-    from worker.unlearning import build_model, load_checkpoint
-    from worker.unlearning.verification import evaluate
+    from unlearning import build_model, load_checkpoint
+    from unlearning.verification import evaluate
 
     def submit(**kw: Any) -> Any:
         return submit_deletion(api, model, **kw)
@@ -214,8 +214,8 @@ def test_embedded_run_command(tmp_path: Path, digits: Digits) -> None:
 def test_whole_class_deletion_embedded(make_stack, digits: Digits) -> None:
     """Every training sample of one class, with params {"scope": "class"}: the class is forgotten
     (a model retrained without it scores ≈ 0 on it) while the other classes keep their accuracy."""
-    from worker.unlearning import build_model, load_checkpoint
-    from worker.unlearning.verification import evaluate
+    from unlearning import build_model, load_checkpoint
+    from unlearning.verification import evaluate
 
     stack = make_stack()
     stack.start_worker("cls")

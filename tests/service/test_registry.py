@@ -149,7 +149,7 @@ def _truncated() -> bytes:
 
 
 def _wrong_keys() -> bytes:
-    from worker.unlearning import build_model
+    from unlearning import build_model
 
     state = build_model(MLP_ARCH).state_dict()
     renamed = {f"renamed.{k}": v.contiguous() for k, v in state.items()}
@@ -162,7 +162,7 @@ def _wrong_shapes() -> bytes:
 
 
 def _nan_weights() -> bytes:
-    from worker.unlearning import build_model
+    from unlearning import build_model
 
     state = {k: v.clone().contiguous() for k, v in build_model(MLP_ARCH).state_dict().items()}
     first = next(iter(state))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from worker.unlearning.architectures import (
+from unlearning.architectures import (
     ModelSpec,
     architecture_spec,
     build_model,
@@ -20,9 +20,9 @@ from worker.unlearning.architectures import (
     register_architecture,
     unregister_architecture,
 )
-from worker.unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int
-from worker.unlearning.checkpoints import load_checkpoint, save_checkpoint
-from worker.unlearning.errors import ArchitectureError, InvalidInputError
+from unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int
+from unlearning.checkpoints import load_checkpoint, save_checkpoint
+from unlearning.errors import ArchitectureError, InvalidInputError
 
 TT = {"vocab_size": 50, "max_len": 16, "d_model": 32, "n_layers": 2, "n_heads": 4}
 
@@ -217,8 +217,8 @@ def test_register_architecture_decorator_and_duplicates() -> None:
 
 PLUGIN = """
 from torch import nn
-from worker.unlearning.architectures import Architecture, IOSpec, register_architecture
-from worker.unlearning.architectures.registry import ArchConfig, bounded_int
+from unlearning.architectures import Architecture, IOSpec, register_architecture
+from unlearning.architectures.registry import ArchConfig, bounded_int
 
 
 class Cfg(ArchConfig):

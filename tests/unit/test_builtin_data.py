@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.unlearning import builtin_data
-from worker.unlearning.errors import DataError
+from unlearning import builtin_data
+from unlearning.errors import DataError
 
 
 def test_digits_shapes_scale_and_stratified_split() -> None:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from worker.unlearning.architectures import build_model
-from worker.unlearning.checkpoints import (
+from unlearning.architectures import build_model
+from unlearning.checkpoints import (
     load_checkpoint,
     read_state_dict,
     save_checkpoint,
@@ -23,7 +23,7 @@ from worker.unlearning.checkpoints import (
     state_dict_bytes,
     validate_checkpoint,
 )
-from worker.unlearning.errors import CheckpointError
+from unlearning.errors import CheckpointError
 
 MLP = {"name": "mlp", "config": {"input_dim": 6, "hidden_dims": [5], "num_classes": 3}}
 

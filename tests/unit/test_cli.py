@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from worker.unlearning import build_model, load_checkpoint, load_dataset
-from worker.unlearning.cli import app
+from unlearning import build_model, load_checkpoint, load_dataset
+from unlearning.cli import app
 
 runner = CliRunner()
 

@@ -12,8 +12,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from worker.unlearning.architectures import ModelSpec, architecture_spec, build_model
-from worker.unlearning.data import (
+from unlearning.architectures import ModelSpec, architecture_spec, build_model
+from unlearning.data import (
     concat_datasets,
     dataset_bytes,
     infer_task,
@@ -24,7 +24,7 @@ from worker.unlearning.data import (
     subset,
     validate_dataset,
 )
-from worker.unlearning.errors import DataError
+from unlearning.errors import DataError
 
 MLP = {"name": "mlp", "config": {"input_dim": 4, "hidden_dims": [8], "num_classes": 3}}
 LENET = {"name": "lenet", "config": {"in_channels": 1, "image_size": 8, "num_classes": 10}}

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from worker.unlearning import build_model
-from worker.unlearning.errors import ParamsError
-from worker.unlearning.methods import unlearn
-from worker.unlearning.methods.imu import CLASS_FORGET_ACCURACY_TARGET, split_by_class
-from worker.unlearning.training import train
-from worker.unlearning.verification import evaluate
+from unlearning import build_model
+from unlearning.errors import ParamsError
+from unlearning.methods import unlearn
+from unlearning.methods.imu import CLASS_FORGET_ACCURACY_TARGET, split_by_class
+from unlearning.training import train
+from unlearning.verification import evaluate
 
 FORGOTTEN = 0  # IMU reaches 0.0 within the budget here with either step schedule
 # On class 3 the constant schedule stops at the guard (forget accuracy 0.024); the adaptive one goes on.
@@ -134,7 +134,7 @@ def _class_run(digits: dict, method: str, forget: dict, **params: object) -> tup
 
 
 def test_schedule_params() -> None:
-    from worker.unlearning.methods.imu import IMUParams
+    from unlearning.methods.imu import IMUParams
 
     assert IMUParams().step_schedule == "constant"
     p = IMUParams(preset="adaptive")
@@ -186,7 +186,7 @@ def test_adaptive_schedule_goes_on_where_the_constant_one_stops_at_the_guard(dig
 
 
 def test_adaptive_schedule_is_deterministic_and_cancellable(digits: dict) -> None:
-    from worker.unlearning.errors import CancelledError
+    from unlearning.errors import CancelledError
 
     f, ev = digits["guarded_forget"], digits["eval"]
     params = {"preset": "adaptive", "scope": "class", "cache_features": False}

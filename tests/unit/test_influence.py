@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from worker.unlearning.errors import ParamsError
-from worker.unlearning.influence import (
+from unlearning.errors import ParamsError
+from unlearning.influence import (
     imu_sample_weights,
     influence_scores,
     per_sample_gradients,

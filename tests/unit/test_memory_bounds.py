@@ -9,19 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-import worker.unlearning.influence as influence
-import worker.unlearning.tasks as tasks
+import unlearning.influence as influence
+import unlearning.tasks as tasks
 from tests.unit.test_influence import TinyLM
-from worker.unlearning.data import validate_dataset
-from worker.unlearning.errors import DataError, ParamsError
-from worker.unlearning.influence import (
+from unlearning.data import validate_dataset
+from unlearning.errors import DataError, ParamsError
+from unlearning.influence import (
     func_chunk_size,
     influence_scores,
     per_sample_gradients,
     resolve_target,
 )
-from worker.unlearning.tasks import MAX_LOGIT_ELEMENTS, batch_size_for, output_size
-from worker.unlearning.verification import measure, per_sample_metrics
+from unlearning.tasks import MAX_LOGIT_ELEMENTS, batch_size_for, output_size
+from unlearning.verification import measure, per_sample_metrics
 
 GPT2_VOCAB, GPT2_D = 50257, 768
 
@@ -256,7 +256,7 @@ def test_token_classification_mask_needs_no_pair() -> None:
 
 def test_hf_gpt2_batches_and_chunks_follow_the_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("transformers")
-    from worker.unlearning.architectures import build_model
+    from unlearning.architectures import build_model
 
     gpt2 = {
         "model_type": "gpt2",

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from worker.unlearning.errors import CancelledError, DivergedError, ParamsError
-from worker.unlearning.methods import get_method, list_methods, unlearn
-from worker.unlearning.training import train
-from worker.unlearning.verification import evaluate
+from unlearning.errors import CancelledError, DivergedError, ParamsError
+from unlearning.methods import get_method, list_methods, unlearn
+from unlearning.training import train
+from unlearning.verification import evaluate
 
 
 class MLP(nn.Module):

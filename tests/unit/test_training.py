@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from worker.unlearning.errors import CancelledError, ParamsError
-from worker.unlearning.training import gradient_restriction_loss, train
-from worker.unlearning.verification import evaluate
+from unlearning.errors import CancelledError, ParamsError
+from unlearning.training import gradient_restriction_loss, train
+from unlearning.verification import evaluate
 
 
 def _data() -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from worker.unlearning.verification import (
+from unlearning.verification import (
     evaluate,
     gap_to_reference,
     measure,

@@ -80,8 +80,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from worker.unlearning.errors import ParamsError
-from worker.unlearning.influence import (
+from unlearning.errors import ParamsError
+from unlearning.influence import (
     ClosedFormNotApplicable,
     GradMethod,
     _forward_capture,
@@ -90,15 +90,15 @@ from worker.unlearning.influence import (
     resolve_target,
     target_params,
 )
-from worker.unlearning.methods.base import (
+from unlearning.methods.base import (
     MethodParams,
     check_cancel,
     check_finite_loss,
     register_method,
 )
-from worker.unlearning.tasks import infer_task, iterate_batches, logits, loss_from_logits, num_samples, take
-from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
-from worker.unlearning.verification import mia_auc, per_sample_metrics
+from unlearning.tasks import infer_task, iterate_batches, logits, loss_from_logits, num_samples, take
+from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
+from unlearning.verification import mia_auc, per_sample_metrics
 
 PRESETS: dict[str, dict[str, Any]] = {
     "official": {},

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from worker.unlearning.errors import CancelledError, DivergedError, ParamsError
-from worker.unlearning.tasks import (
+from unlearning.errors import CancelledError, DivergedError, ParamsError
+from unlearning.tasks import (
     infer_task,
     iterate_batches,
     logits,
@@ -23,7 +23,7 @@ from worker.unlearning.tasks import (
     num_samples,
     resolve_device,
 )
-from worker.unlearning.types import CancelFn, Dataset, ProgressFn, Task
+from unlearning.types import CancelFn, Dataset, ProgressFn, Task
 
 OptimizerName = Literal["adam", "sgd", "adamw"]
 

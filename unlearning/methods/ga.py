@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from worker.unlearning.methods.base import register_method
-from worker.unlearning.methods.imu import AscentParams, plan_checks, run_ascent
-from worker.unlearning.tasks import num_samples
-from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
+from unlearning.methods.base import register_method
+from unlearning.methods.imu import AscentParams, plan_checks, run_ascent
+from unlearning.tasks import num_samples
+from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 
 
 class GAParams(AscentParams):

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.unlearning.errors import DataError
-from worker.unlearning.types import Dataset, Task
+from unlearning.errors import DataError
+from unlearning.types import Dataset, Task
 
 IGNORE_INDEX = -100
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from worker.unlearning.errors import DataError
+from unlearning.errors import DataError
 
 Split = dict[str, torch.Tensor]
 

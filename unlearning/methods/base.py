@@ -8,7 +8,7 @@ function with one contract::
 It works on the model it is given (the top-level ``unlearn`` hands it a private copy already on
 ``device``), reports progress as fractions of its own work, and returns the new model with its
 method-specific report entries (epochs_run, n_selected, ...). Validation, copying, seeding,
-before/after metrics and the finiteness check live in ``worker.unlearning.methods.unlearn``.
+before/after metrics and the finiteness check live in ``unlearning.methods.unlearn``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.unlearning.errors import CancelledError, DivergedError, ParamsError
-from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
+from unlearning.errors import CancelledError, DivergedError, ParamsError
+from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 
 
 class MethodParams(BaseModel):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
+from unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
 
 
 class ResNet18Config(ArchConfig):

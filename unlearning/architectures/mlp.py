@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from worker.unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
+from unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
 
 _Dim = bounded_int(1 << 16)
 

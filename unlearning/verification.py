@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from worker.unlearning.tasks import (
+from unlearning.tasks import (
     correct_from_logits,
     infer_task,
     iterate_batches,
@@ -19,7 +19,7 @@ from worker.unlearning.tasks import (
     num_samples,
     output_size,
 )
-from worker.unlearning.types import Dataset, Task
+from unlearning.types import Dataset, Task
 
 
 def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:

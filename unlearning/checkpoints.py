@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load as load_safetensor_bytes
 from torch import nn
 
-from worker.unlearning.errors import CheckpointError, InvalidInputError
+from unlearning.errors import CheckpointError, InvalidInputError
 
 PathLike = str | os.PathLike[str]
 Source = PathLike | bytes | bytearray | memoryview
@@ -351,7 +351,7 @@ def validate_checkpoint(
     if isinstance(spec_or_model, nn.Module):
         model = spec_or_model
     else:
-        from worker.unlearning.architectures import build_model
+        from unlearning.architectures import build_model
 
         model = build_model(spec_or_model, device="meta")
     state = read_state_dict(source)

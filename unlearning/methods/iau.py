@@ -7,7 +7,7 @@ parameters. Here the means are accumulated over batches (same value, bounded mem
 > 1 repeats the step with g recomputed on the current model. Deviation: gradients are taken in
 eval mode (the official model stays in train mode), so BatchNorm uses its running statistics and
 the result does not depend on the batch size. Works best on models trained with Gradient
-Restriction (``worker.unlearning.training.train(..., gradient_restriction_alpha=0.005)``).
+Restriction (``unlearning.training.train(..., gradient_restriction_alpha=0.005)``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from worker.unlearning.influence import resolve_target, target_params
-from worker.unlearning.methods.base import MethodParams, check_cancel, check_finite_loss, register_method
-from worker.unlearning.tasks import (
+from unlearning.influence import resolve_target, target_params
+from unlearning.methods.base import MethodParams, check_cancel, check_finite_loss, register_method
+from unlearning.tasks import (
     infer_task,
     iterate_batches,
     logits,
@@ -25,7 +25,7 @@ from worker.unlearning.tasks import (
     num_samples,
     output_size,
 )
-from worker.unlearning.types import CancelFn, Dataset, ProgressFn, Task, UnlearnResult
+from unlearning.types import CancelFn, Dataset, ProgressFn, Task, UnlearnResult
 
 
 class IAUParams(MethodParams):

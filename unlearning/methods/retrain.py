@@ -13,9 +13,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from worker.unlearning.methods.base import MethodParams, register_method
-from worker.unlearning.training import train
-from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
+from unlearning.methods.base import MethodParams, register_method
+from unlearning.training import train
+from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 
 
 class RetrainParams(MethodParams):

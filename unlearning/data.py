@@ -27,10 +27,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from worker.unlearning.architectures import ModelSpec, architecture_spec, model_spec
-from worker.unlearning.checkpoints import read_safetensors, sha256_bytes, write_atomic
-from worker.unlearning.errors import DataError
-from worker.unlearning.types import Task
+from unlearning.architectures import ModelSpec, architecture_spec, model_spec
+from unlearning.checkpoints import read_safetensors, sha256_bytes, write_atomic
+from unlearning.errors import DataError
+from unlearning.types import Task
 
 ALLOWED_KEYS: frozenset[str] = frozenset({"inputs", "labels", "input_ids", "attention_mask"})
 DIGEST_VERSION = b"unlearn-sample-v1\x00"

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from worker.unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
-from worker.unlearning.errors import InvalidInputError
+from unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
+from unlearning.errors import InvalidInputError
 
 
 class TinyTransformerConfig(ArchConfig):

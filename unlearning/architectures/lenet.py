@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from worker.unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
+from unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
 
 _SMALL_IMAGE = 20
 

@@ -22,8 +22,8 @@ import torch
 from pydantic import model_validator
 from torch import nn
 
-from worker.unlearning.architectures.registry import ArchConfig, IOSpec, register_architecture
-from worker.unlearning.errors import ArchitectureError
+from unlearning.architectures.registry import ArchConfig, IOSpec, register_architecture
+from unlearning.errors import ArchitectureError
 
 
 class HFConfig(ArchConfig):

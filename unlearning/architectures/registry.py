@@ -1,6 +1,6 @@
 """Architecture registry: names → (validated config, builder, I/O description).
 
-Built-ins register themselves on import of :mod:`worker.unlearning.architectures`. Third-party
+Built-ins register themselves on import of :mod:`unlearning.architectures`. Third-party
 architectures come from the entry-point group ``unlearning.architectures``; they are loaded
 lazily, the first time an unknown name is looked up, so a broken plug-in cannot break start-up.
 """
@@ -17,8 +17,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from worker.unlearning.errors import ArchitectureError
-from worker.unlearning.types import Task
+from unlearning.errors import ArchitectureError
+from unlearning.types import Task
 
 ENTRY_POINT_GROUP = "unlearning.architectures"
 

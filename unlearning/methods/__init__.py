@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.unlearning.errors import DivergedError, ParamsError
-from worker.unlearning.methods import ga, iau, imu, retrain  # noqa: F401  (registers the methods)
-from worker.unlearning.methods.base import (
+from unlearning.errors import DivergedError, ParamsError
+from unlearning.methods import ga, iau, imu, retrain  # noqa: F401  (registers the methods)
+from unlearning.methods.base import (
     MethodParams,
     MethodSpec,
     all_finite,
@@ -35,10 +35,10 @@ from worker.unlearning.methods.base import (
     list_methods,
     register_method,
 )
-from worker.unlearning.methods.imu import split_by_class
-from worker.unlearning.tasks import infer_task, num_samples, resolve_device
-from worker.unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
-from worker.unlearning.verification import evaluate, measure, param_l2_change
+from unlearning.methods.imu import split_by_class
+from unlearning.tasks import infer_task, num_samples, resolve_device
+from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
+from unlearning.verification import evaluate, measure, param_l2_change
 
 __all__ = [
     "RECOMMENDED_PARAMS",

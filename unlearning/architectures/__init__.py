@@ -4,8 +4,8 @@ Every built model carries ``model.spec`` (:class:`ModelSpec`); built-ins end in 
 named ``head`` with ``model(x) == model.head(model.features(x))``.
 """
 
-from worker.unlearning.architectures import hf, lenet, mlp, resnet, transformer  # noqa: F401  (register)
-from worker.unlearning.architectures.registry import (
+from unlearning.architectures import hf, lenet, mlp, resnet, transformer  # noqa: F401  (register)
+from unlearning.architectures.registry import (
     ENTRY_POINT_GROUP,
     ArchConfig,
     Architecture,

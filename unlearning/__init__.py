@@ -4,21 +4,21 @@ No FastAPI, Celery or database imports here: this package runs alone on a GPU ma
 and from the command line (``unlearn --help``).
 """
 
-from worker.unlearning.architectures import (
+from unlearning.architectures import (
     ModelSpec,
     build_model,
     list_architectures,
     register_architecture,
 )
-from worker.unlearning.checkpoints import (
+from unlearning.checkpoints import (
     load_checkpoint,
     read_state_dict,
     save_checkpoint,
     sha256_bytes,
     state_dict_bytes,
 )
-from worker.unlearning.data import load_dataset, sample_digests, save_dataset, validate_dataset
-from worker.unlearning.errors import (
+from unlearning.data import load_dataset, sample_digests, save_dataset, validate_dataset
+from unlearning.errors import (
     ArchitectureError,
     CancelledError,
     CheckpointError,
@@ -28,9 +28,9 @@ from worker.unlearning.errors import (
     ParamsError,
     UnlearningError,
 )
-from worker.unlearning.methods import get_method, list_methods, unlearn
-from worker.unlearning.types import Dataset, UnlearnResult
-from worker.unlearning.verification import evaluate, mia_auc
+from unlearning.methods import get_method, list_methods, unlearn
+from unlearning.types import Dataset, UnlearnResult
+from unlearning.verification import evaluate, mia_auc
 
 __all__ = [
     "ArchitectureError",

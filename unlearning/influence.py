@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from worker.unlearning.errors import ParamsError
-from worker.unlearning.tasks import (
+from unlearning.errors import ParamsError
+from unlearning.tasks import (
     batch_size_for,
     infer_task,
     iterate_batches,
@@ -40,7 +40,7 @@ from worker.unlearning.tasks import (
     take,
     to_device,
 )
-from worker.unlearning.types import Dataset, Task
+from unlearning.types import Dataset, Task
 
 GradMethod = Literal["auto", "closed_form", "func", "loop"]
 Target = str | Sequence[str] | None

@@ -25,13 +25,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.unlearning import builtin_data
-from worker.unlearning.architectures import build_model, list_architectures
-from worker.unlearning.checkpoints import load_checkpoint, save_checkpoint
-from worker.unlearning.data import save_dataset, validate_dataset
-from worker.unlearning.errors import InvalidInputError, UnlearningError
-from worker.unlearning.methods import list_methods, recommended_params, unlearn
-from worker.unlearning.verification import measure, param_l2_change
+from unlearning import builtin_data
+from unlearning.architectures import build_model, list_architectures
+from unlearning.checkpoints import load_checkpoint, save_checkpoint
+from unlearning.data import save_dataset, validate_dataset
+from unlearning.errors import InvalidInputError, UnlearningError
+from unlearning.methods import list_methods, recommended_params, unlearn
+from unlearning.verification import measure, param_l2_change
 
 app = typer.Typer(
     name="unlearn",
@@ -316,7 +316,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
 ) -> None:
     """Train a built-in architecture on an offline data set and write its checkpoint."""
-    from worker.unlearning.training import train as train_model
+    from unlearning.training import train as train_model
 
     with _engine_errors():
         spec, ds = default_setup(arch, data, seed)
