@@ -24,18 +24,19 @@ from safetensors.torch import load as load_safetensor_bytes
 from torch import nn
 
 from unlearning.errors import CheckpointError, InvalidInputError
+from unlearning.upload_limits import MAX_HEADER_BYTES, MAX_METADATA_BYTES, check_safetensors_limits
 
 PathLike = str | os.PathLike[str]
 Source = PathLike | bytes | bytearray | memoryview
 StateDict = dict[str, torch.Tensor]
 
-# A header beyond this is not a model we serve; refuse before reading it into memory.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# MAX_HEADER_BYTES (imported above, 16 MiB): a larger header is refused before it is read.
 _LIST_LIMIT = 20
 _CHUNK = 1 << 20
 
 _DTYPE_BYTES: dict[str, float] = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F4": 0.5,
+    "F8_E5M2FNUZ": 1, "F8_E4M3FNUZ": 1,
     "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4,
     "I64": 8, "U64": 8, "F64": 8, "C64": 8,
@@ -134,6 +135,7 @@ def sniff_safetensors(
     *,
     error: type[InvalidInputError] = CheckpointError,
     what: str = "checkpoint",
+    max_header_bytes: int = MAX_HEADER_BYTES,
 ) -> int:
     """Check the first bytes of a file; returns the header length or raises ``error``."""
     if total_size == 0:
@@ -151,8 +153,11 @@ def sniff_safetensors(
     if total_size < 8 or len(head) < 8:
         raise error(f"the {what} is not safetensors: only {total_size} bytes")
     (header_len,) = struct.unpack("<Q", head[:8])
-    if header_len > MAX_HEADER_BYTES:
-        raise error(f"the {what} is not safetensors: header length field says {header_len} bytes")
+    if header_len > max_header_bytes:
+        raise error(
+            f"the {what} is not safetensors or its header is too large: the header length field "
+            f"says {header_len} bytes, at most {max_header_bytes} are accepted"
+        )
     if header_len > total_size - 8:
         raise error(
             f"the {what} is truncated or not safetensors: header claims {header_len} bytes "
@@ -169,14 +174,22 @@ def check_safetensors_header(
     *,
     error: type[InvalidInputError] = CheckpointError,
     what: str = "checkpoint",
+    max_samples: int | None = None,
+    max_metadata_bytes: int = MAX_METADATA_BYTES,
 ) -> dict[str, Any]:
-    """Parse the JSON header and check that every tensor's byte range matches its dtype and shape."""
+    """Parse the JSON header and check that every tensor's byte range matches its dtype and shape,
+    that ``__metadata__`` is small, and (for data sets) that no tensor has over ``max_samples`` rows."""
     try:
         parsed = json.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad JSON, bad UTF-8 and integers beyond Python's digit limit;
+        # RecursionError a header nested thousands deep.
         raise error(f"the {what} is not safetensors: its header is not valid JSON ({exc})") from None
     if not isinstance(parsed, dict):
         raise error(f"the {what} is not safetensors: its header is not a JSON object")
+    check_safetensors_limits(
+        parsed, max_samples=max_samples, max_metadata_bytes=max_metadata_bytes, error=error, what=what
+    )
     needed = 0
     for name, info in parsed.items():
         if name == "__metadata__":
@@ -194,13 +207,15 @@ def check_safetensors_header(
         if not (ok_shape and ok_offsets):
             raise error(f"corrupt safetensors {what}: bad shape or offsets for tensor {name!r}")
         span = offsets[1] - offsets[0]
-        if dtype in _DTYPE_BYTES:
-            expected = math.prod(shape) * _DTYPE_BYTES[dtype]
-            if expected != span:
-                raise error(
-                    f"corrupt safetensors {what}: tensor {name!r} is declared {dtype}{shape} "
-                    f"({expected:g} bytes) but its data range holds {span} bytes"
-                )
+        if dtype not in _DTYPE_BYTES:
+            # Refused here, not left to the loader: an unknown dtype has no size to check the span by.
+            raise error(f"corrupt safetensors {what}: unknown dtype {dtype!r} for tensor {name!r}")
+        expected = math.prod(shape) * _DTYPE_BYTES[dtype]
+        if expected != span:
+            raise error(
+                f"corrupt safetensors {what}: tensor {name!r} is declared {dtype}{shape} "
+                f"({expected:g} bytes) but its data range holds {span} bytes"
+            )
         needed = max(needed, offsets[1])
     if needed > data_len:
         raise error(
@@ -210,13 +225,24 @@ def check_safetensors_header(
 
 
 def read_safetensors(
-    source: Source, *, error: type[InvalidInputError] = CheckpointError, what: str = "checkpoint"
+    source: Source,
+    *,
+    error: type[InvalidInputError] = CheckpointError,
+    what: str = "checkpoint",
+    max_samples: int | None = None,
 ) -> StateDict:
-    """Tensors of a safetensors file or buffer, after sniffing and header checks."""
+    """Tensors of a safetensors file or buffer, after sniffing and header checks (header and
+    metadata sizes, byte ranges, and ``max_samples`` rows per tensor for data sets)."""
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         header_len = sniff_safetensors(data[:16], len(data), error=error, what=what)
-        check_safetensors_header(data[8 : 8 + header_len], len(data) - 8 - header_len, error=error, what=what)
+        check_safetensors_header(
+            data[8 : 8 + header_len],
+            len(data) - 8 - header_len,
+            error=error,
+            what=what,
+            max_samples=max_samples,
+        )
         loader = lambda: load_safetensor_bytes(data)  # noqa: E731
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -227,7 +253,9 @@ def read_safetensors(
             header_len = sniff_safetensors(fh.read(16), size, error=error, what=what)
             fh.seek(8)
             header = fh.read(header_len)
-        check_safetensors_header(header, size - 8 - header_len, error=error, what=what)
+        check_safetensors_header(
+            header, size - 8 - header_len, error=error, what=what, max_samples=max_samples
+        )
         loader = lambda: safetensors.torch.load_file(str(path))  # noqa: E731
     else:
         raise error(f"a {what} must be a path or bytes, got {type(source).__name__}")

@@ -31,6 +31,7 @@ from unlearning.architectures import ModelSpec, architecture_spec, model_spec
 from unlearning.checkpoints import read_safetensors, sha256_bytes, write_atomic
 from unlearning.errors import DataError
 from unlearning.types import Task
+from unlearning.upload_limits import DEFAULT_MAX_DATASET_BYTES, check_npz
 
 ALLOWED_KEYS: frozenset[str] = frozenset({"inputs", "labels", "input_ids", "attention_mask"})
 DIGEST_VERSION = b"unlearn-sample-v1\x00"
@@ -114,7 +115,9 @@ def _from_mapping(data: Mapping[str, Any]) -> TensorDict:
     return {str(k): _value_to_tensor(str(k), v) for k, v in data.items()}
 
 
-def _from_npz(blob: bytes) -> TensorDict:
+def _from_npz(blob: bytes, max_samples: int | None, max_bytes: int | None) -> TensorDict:
+    # Declared sizes first: np.load would inflate every member, whatever its size.
+    check_npz(blob, max_samples=max_samples, max_bytes=max_bytes)
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
             _check_keys(archive.files)
@@ -129,31 +132,35 @@ def _from_npz(blob: bytes) -> TensorDict:
     return {name: _array_to_tensor(name, arr) for name, arr in arrays.items()}
 
 
-def _from_bytes(blob: bytes) -> TensorDict:
+def _from_bytes(blob: bytes, max_samples: int | None, max_bytes: int | None) -> TensorDict:
     if blob[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return _from_npz(blob)
+        return _from_npz(blob, max_samples, max_bytes)
     if blob[:6] == b"\x93NUMPY":
         raise DataError("this is a single .npy array; save named arrays with np.savez (.npz) or safetensors")
-    tensors = read_safetensors(blob, error=DataError, what="data set")
+    tensors = read_safetensors(blob, error=DataError, what="data set", max_samples=max_samples)
     _check_keys(list(tensors))
     return {name: _tensor(name, t) for name, t in tensors.items()}
 
 
-def load_dataset(source: Source) -> TensorDict:
+def load_dataset(
+    source: Source, *, max_samples: int | None = None, max_bytes: int | None = DEFAULT_MAX_DATASET_BYTES
+) -> TensorDict:
     """Tensors of a data set from a path (.safetensors / .npz), raw bytes, or a mapping.
 
     Mappings may hold tensors, numpy arrays or nested lists (inline JSON). Dtypes are kept as
-    given; :func:`validate_dataset` normalises them against a model.
+    given; :func:`validate_dataset` normalises them against a model. Files are refused from their
+    headers, before their data is read, when they declare more than ``max_samples`` rows, or (npz)
+    inflate to more than ``max_bytes``; ``None`` means no limit.
     """
     if isinstance(source, Mapping):
         return _from_mapping(source)
     if isinstance(source, bytes | bytearray | memoryview):
-        return _from_bytes(bytes(source))
+        return _from_bytes(bytes(source), max_samples, max_bytes)
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_file():
             raise DataError(f"data set file not found: {path}")
-        return _from_bytes(path.read_bytes())
+        return _from_bytes(path.read_bytes(), max_samples, max_bytes)
     raise DataError(f"a data set must be a path, bytes or a mapping of arrays, got {type(source).__name__}")
 
 
@@ -369,6 +376,7 @@ def validate_dataset(
     model_or_spec: nn.Module | ModelSpec | Mapping[str, Any],
     *,
     max_samples: int | None = None,
+    max_bytes: int | None = DEFAULT_MAX_DATASET_BYTES,
 ) -> TensorDict:
     """Normalised tensors that fit the model, or a DataError saying what to fix.
 
@@ -376,7 +384,7 @@ def validate_dataset(
     Float inputs become float32, labels / token ids / masks int64.
     """
     spec = _resolve_spec(model_or_spec)
-    tensors = load_dataset(data)
+    tensors = load_dataset(data, max_samples=max_samples, max_bytes=max_bytes)
     keys = set(tensors)
     tokens = spec.input_kind == "tokens"
     if spec.task == "classification" and tokens and "input_ids" in keys:
