@@ -30,14 +30,17 @@ from torch import nn
 from unlearning.architectures import ModelSpec, architecture_spec, model_spec
 from unlearning.checkpoints import read_safetensors, sha256_bytes, write_atomic
 from unlearning.errors import DataError
-from unlearning.types import Task
+from unlearning.samples import TensorDict
+
+# The service and the worker import these two from here; unlearning.samples holds them.
+from unlearning.samples import concat_datasets as concat_datasets
+from unlearning.samples import num_samples as num_samples
 from unlearning.upload_limits import DEFAULT_MAX_DATASET_BYTES, check_npz
 
 ALLOWED_KEYS: frozenset[str] = frozenset({"inputs", "labels", "input_ids", "attention_mask"})
 DIGEST_VERSION = b"unlearn-sample-v1\x00"
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | Mapping[str, Any]
-TensorDict = dict[str, torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,71 +186,6 @@ def save_dataset(data: Source, path: str | os.PathLike[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Shape helpers
-
-
-def num_samples(data: Mapping[str, torch.Tensor]) -> int:
-    """The common first dimension; DataError if the arrays disagree."""
-    if not data:
-        raise DataError("the data set has no arrays")
-    sizes: dict[str, int] = {}
-    for key, value in data.items():
-        if value.dim() == 0:
-            raise DataError(f"{key!r} is a scalar; every array needs a first (sample) dimension")
-        sizes[key] = int(value.shape[0])
-    if len(set(sizes.values())) > 1:
-        described = ", ".join(f"{k} has {n}" for k, n in sorted(sizes.items()))
-        raise DataError(f"arrays have different numbers of samples: {described}")
-    return next(iter(sizes.values()))
-
-
-def infer_task(data: Mapping[str, Any]) -> Task:
-    if "labels" in data:
-        return "classification"
-    if "input_ids" in data:
-        return "causal-lm"
-    raise DataError("cannot tell the task: expected 'labels' (classification) or 'input_ids' (causal LM)")
-
-
-def subset(data: Mapping[str, torch.Tensor], index: torch.Tensor | Sequence[int]) -> TensorDict:
-    """Rows selected by an index tensor (int positions or a bool mask), for every array."""
-    idx = index if isinstance(index, torch.Tensor) else torch.as_tensor(index, dtype=torch.long)
-    return {k: v[idx] for k, v in data.items()}
-
-
-def concat_datasets(datasets: Sequence[Mapping[str, torch.Tensor]]) -> TensorDict:
-    """Concatenate data sets with the same keys (e.g. the forget sets of one batch of requests).
-
-    Causal-LM ``input_ids`` of different lengths are right-padded with token 0 and masked out
-    through ``attention_mask`` (created if absent), so requests of any length can share a job.
-    """
-    if not datasets:
-        raise DataError("nothing to concatenate")
-    keys = set(datasets[0])
-    for i, ds in enumerate(datasets[1:], start=1):
-        if set(ds) != keys:
-            raise DataError(f"data set {i} has keys {sorted(ds)}, data set 0 has {sorted(keys)}")
-    parts = [dict(ds) for ds in datasets]
-    if "input_ids" in keys:
-        width = max(int(p["input_ids"].shape[1]) for p in parts)
-        if any(int(p["input_ids"].shape[1]) != width for p in parts) or "attention_mask" in keys:
-            for p in parts:
-                ids = p["input_ids"]
-                n, t = ids.shape
-                mask = p.get("attention_mask", torch.ones(n, t, dtype=torch.int64))
-                p["input_ids"] = torch.nn.functional.pad(ids, (0, width - t), value=0)
-                p["attention_mask"] = torch.nn.functional.pad(mask.to(torch.int64), (0, width - t), value=0)
-    out: TensorDict = {}
-    for key in parts[0]:
-        tensors = [p[key] for p in parts]
-        if len({(t.dtype, tuple(t.shape[1:])) for t in tensors}) > 1:
-            described = ", ".join(f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}" for t in tensors)
-            raise DataError(f"cannot concatenate {key!r}: dtypes or per-sample shapes differ ({described})")
-        out[key] = torch.cat(tensors)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # Validation against a model
 
 
@@ -360,7 +298,7 @@ def _attention_mask(
         raise DataError(f"attention_mask: sample {_first(short)} has fewer than {min_len} attended tokens")
     if causal:
         # A next-token prediction counts only where the context token and its target are both
-        # attended (tasks.lm_targets): a mask like [1, 0, 1, 0] would leave nothing to score.
+        # attended (losses.lm_targets): a mask like [1, 0, 1, 0] would leave nothing to score.
         unscorable = ~(mask[:, 1:].bool() & mask[:, :-1].bool()).any(dim=1)
         if bool(unscorable.any()):
             raise DataError(

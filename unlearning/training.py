@@ -14,15 +14,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from unlearning.batching import iterate_batches, resolve_device
 from unlearning.errors import CancelledError, DivergedError, ParamsError
-from unlearning.tasks import (
-    infer_task,
-    iterate_batches,
-    logits,
-    loss_from_logits,
-    num_samples,
-    resolve_device,
-)
+from unlearning.losses import logits, loss_from_logits
+from unlearning.samples import infer_task, num_samples
 from unlearning.types import CancelFn, Dataset, ProgressFn, Task
 
 OptimizerName = Literal["adam", "sgd", "adamw"]

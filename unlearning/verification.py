@@ -10,23 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearning.tasks import (
-    correct_from_logits,
-    infer_task,
-    iterate_batches,
-    logits,
-    loss_from_logits,
-    num_samples,
-    output_size,
-)
+from unlearning.batching import device_of, iterate_batches
+from unlearning.budgets import output_size
+from unlearning.losses import correct_from_logits, logits, loss_from_logits
+from unlearning.samples import infer_task, num_samples
 from unlearning.types import Dataset, Task
-
-
-def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -41,10 +29,10 @@ def per_sample_metrics(
     """(losses [N], accuracies [N]) on CPU, model in eval mode (its mode is restored).
 
     ``batch_size`` is an upper bound: a causal LM's batches shrink to keep their [B, T, V] logits
-    within ``tasks.MAX_LOGIT_ELEMENTS``.
+    within ``budgets.MAX_LOGIT_ELEMENTS``.
     """
     task = task or infer_task(data)
-    dev = _device_of(model, device)
+    dev = device_of(model, device)
     was_training = model.training
     model.eval()
     losses, correct = [], []

@@ -14,17 +14,14 @@ import torch
 
 from unlearning.architectures import ModelSpec, architecture_spec, build_model
 from unlearning.data import (
-    concat_datasets,
     dataset_bytes,
-    infer_task,
     load_dataset,
-    num_samples,
     sample_digests,
     save_dataset,
-    subset,
     validate_dataset,
 )
 from unlearning.errors import DataError
+from unlearning.samples import concat_datasets, infer_task, num_samples, take
 
 MLP = {"name": "mlp", "config": {"input_dim": 4, "hidden_dims": [8], "num_classes": 3}}
 LENET = {"name": "lenet", "config": {"in_channels": 1, "image_size": 8, "num_classes": 10}}
@@ -301,7 +298,7 @@ def test_digests_distinct_and_sensitive() -> None:
     changed = sample_digests(relabelled)
     assert [a == b for a, b in zip(digests, changed, strict=True)] == [True, True, False, True, True, True]
     # A sample's digest does not depend on its neighbours.
-    assert sample_digests(subset(data, torch.tensor([4, 1]))) == [digests[4], digests[1]]
+    assert sample_digests(take(data, torch.tensor([4, 1]))) == [digests[4], digests[1]]
 
 
 def test_digests_depend_on_dtype() -> None:
@@ -323,7 +320,7 @@ def test_helpers() -> None:
         infer_task({"inputs": torch.zeros(1)})
     with pytest.raises(DataError, match="inputs has 4, labels has 3"):
         num_samples({"inputs": torch.zeros(4, 1), "labels": torch.zeros(3)})
-    both = concat_datasets([data, subset(data, torch.tensor([True, False, False, True]))])
+    both = concat_datasets([data, take(data, torch.tensor([True, False, False, True]))])
     assert num_samples(both) == 6
     assert torch.equal(both["inputs"][4:], data["inputs"][[0, 3]])
     with pytest.raises(DataError, match="keys"):

@@ -9,18 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-import unlearning.influence as influence
-import unlearning.tasks as tasks
+import unlearning.budgets as budgets
+import unlearning.gradients.func as func_gradients
 from tests.unit.test_influence import TinyLM
+from unlearning.budgets import MAX_LOGIT_ELEMENTS, batch_size_for, output_size
 from unlearning.data import validate_dataset
 from unlearning.errors import DataError, ParamsError
-from unlearning.influence import (
-    func_chunk_size,
-    influence_scores,
-    per_sample_gradients,
-    resolve_target,
-)
-from unlearning.tasks import MAX_LOGIT_ELEMENTS, batch_size_for, output_size
+from unlearning.gradients import func_chunk_size
+from unlearning.influence import influence_scores, per_sample_gradients
+from unlearning.targets import resolve_target, target_params
 from unlearning.verification import measure, per_sample_metrics
 
 GPT2_VOCAB, GPT2_D = 50257, 768
@@ -103,11 +100,11 @@ def test_gpt2_size_model_gets_small_batches_and_chunks() -> None:
     assert output_size(model) == GPT2_VOCAB
     assert batch_size_for(data, 1024, output_size(model)) == 20
     names = resolve_target(model, None)
-    p = sum(t.numel() for t in influence.target_params(model, names))
+    p = sum(t.numel() for t in target_params(model, names))
     assert p == GPT2_VOCAB * GPT2_D
     chunk = func_chunk_size(model, data, names, 64)
     assert chunk == 1  # 64 rows of 38.6M elements would be ~10 GB in float32
-    assert chunk * p <= max(p, influence.MAX_CHUNK_ELEMENTS)
+    assert chunk * p <= max(p, budgets.MAX_CHUNK_ELEMENTS)
 
 
 def test_per_sample_metrics_batches_follow_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +115,7 @@ def test_per_sample_metrics_batches_follow_the_budget(monkeypatch: pytest.Monkey
     ref = per_sample_metrics(model, data)
     assert sizes == [10]
     sizes.clear()
-    monkeypatch.setattr(tasks, "MAX_LOGIT_ELEMENTS", 3 * 6 * 13)  # three sequences' logits
+    monkeypatch.setattr(budgets, "MAX_LOGIT_ELEMENTS", 3 * 6 * 13)  # three sequences' logits
     got = per_sample_metrics(model, data)
     assert sizes == [3, 3, 3, 1]
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
@@ -134,7 +131,7 @@ def test_closed_form_influence_batches_follow_the_budget(monkeypatch: pytest.Mon
     data = _lm_data(n=10, t=6)
     ref = influence_scores(model, data, method="closed_form")
     sizes = _record_batches(model)
-    monkeypatch.setattr(tasks, "MAX_LOGIT_ELEMENTS", 4 * 6 * 13)
+    monkeypatch.setattr(budgets, "MAX_LOGIT_ELEMENTS", 4 * 6 * 13)
     got = influence_scores(model, data, method="closed_form")
     assert got.path == "closed_form"
     assert sizes == [4, 4, 2] * 2  # two passes (Fisher, then influence), each in budgeted batches
@@ -157,17 +154,17 @@ def test_func_chunk_is_bounded_by_parameter_count(monkeypatch: pytest.MonkeyPatc
     ref_g = per_sample_gradients(model, data, method="func", chunk_size=64)
     ref = influence_scores(model, data, chunk_size=64)
     assert ref.path == "func"  # tied head: no closed form
-    monkeypatch.setattr(influence, "MAX_CHUNK_ELEMENTS", 2 * p + 1)
+    monkeypatch.setattr(budgets, "MAX_CHUNK_ELEMENTS", 2 * p + 1)
     assert func_chunk_size(model, data, names, 64) == 2
     assert func_chunk_size(model, data, names, 1) == 1  # chunk_size stays an upper bound
     seen: list[int] = []
-    real = influence.iterate_batches
+    real = func_gradients.iterate_batches
 
     def spy(data: Any, batch_size: int, *args: Any, **kwargs: Any) -> Any:
         seen.append(batch_size)
         return real(data, batch_size, *args, **kwargs)
 
-    monkeypatch.setattr(influence, "iterate_batches", spy)
+    monkeypatch.setattr(func_gradients, "iterate_batches", spy)
     got_g = per_sample_gradients(model, data, method="func", chunk_size=64)
     assert seen == [2]
     _close(got_g, ref_g)
@@ -183,7 +180,7 @@ def test_func_chunk_is_bounded_by_logits(monkeypatch: pytest.MonkeyPatch) -> Non
     data = _lm_data(n=9, t=6)
     names = resolve_target(model, "mix.*")  # a small target: only the logits can bound the chunk
     assert func_chunk_size(model, data, names, 64) == 64
-    monkeypatch.setattr(tasks, "MAX_LOGIT_ELEMENTS", 3 * 6 * 13)
+    monkeypatch.setattr(budgets, "MAX_LOGIT_ELEMENTS", 3 * 6 * 13)
     assert func_chunk_size(model, data, names, 64) == 3
 
 
@@ -277,8 +274,8 @@ def test_hf_gpt2_batches_and_chunks_follow_the_budgets(monkeypatch: pytest.Monke
     ref_i = influence_scores(model, data)  # tied head → torch.func
     assert ref_i.path == "func"
     sizes = _record_batches(model)
-    monkeypatch.setattr(tasks, "MAX_LOGIT_ELEMENTS", 4 * 8 * 50)
-    monkeypatch.setattr(influence, "MAX_CHUNK_ELEMENTS", 50 * 16)  # one row of the tied head
+    monkeypatch.setattr(budgets, "MAX_LOGIT_ELEMENTS", 4 * 8 * 50)
+    monkeypatch.setattr(budgets, "MAX_CHUNK_ELEMENTS", 50 * 16)  # one row of the tied head
     got_m = per_sample_metrics(model, data)
     assert sizes == [4, 2]
     torch.testing.assert_close(got_m[0], ref_m[0], rtol=1e-10, atol=1e-12)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearning.batching import resolve_device
 from unlearning.errors import DivergedError, ParamsError
 from unlearning.methods import ga, iau, imu, retrain  # noqa: F401  (registers the methods)
 from unlearning.methods.base import (
@@ -36,7 +37,7 @@ from unlearning.methods.base import (
     register_method,
 )
 from unlearning.methods.imu import split_by_class
-from unlearning.tasks import infer_task, num_samples, resolve_device
+from unlearning.samples import infer_task, num_samples
 from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 from unlearning.verification import evaluate, measure, param_l2_change
 

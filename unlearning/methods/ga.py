@@ -13,7 +13,7 @@ import torch
 
 from unlearning.methods.base import register_method
 from unlearning.methods.imu import AscentParams, plan_checks, run_ascent
-from unlearning.tasks import num_samples
+from unlearning.samples import num_samples
 from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 
 

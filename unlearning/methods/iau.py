@@ -15,16 +15,12 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from unlearning.influence import resolve_target, target_params
+from unlearning.batching import iterate_batches
+from unlearning.budgets import output_size
+from unlearning.losses import logits, loss_from_logits
 from unlearning.methods.base import MethodParams, check_cancel, check_finite_loss, register_method
-from unlearning.tasks import (
-    infer_task,
-    iterate_batches,
-    logits,
-    loss_from_logits,
-    num_samples,
-    output_size,
-)
+from unlearning.samples import infer_task, num_samples
+from unlearning.targets import resolve_target, target_params
 from unlearning.types import CancelFn, Dataset, ProgressFn, Task, UnlearnResult
 
 
@@ -47,7 +43,7 @@ def mean_gradient(
     """∇θ of the mean per-sample loss over the whole data set, accumulated batch by batch."""
     n = num_samples(data)
     total = [torch.zeros_like(p) for p in theta]
-    # A batch of a language model's logits is [B, T, V]: let the budget in tasks.py bound B.
+    # A batch of a language model's logits is [B, T, V]: let the budget in budgets.py bound B.
     for batch in iterate_batches(data, batch_size, device=device, num_outputs=output_size(model)):
         check_cancel(should_cancel)
         loss = loss_from_logits(logits(model, batch), batch, task).sum() / n

@@ -80,23 +80,21 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from unlearning.batching import iterate_batches
 from unlearning.errors import ParamsError
-from unlearning.influence import (
-    ClosedFormNotApplicable,
-    GradMethod,
-    _forward_capture,
-    _head_for,
-    imu_sample_weights,
-    resolve_target,
-    target_params,
-)
+from unlearning.gradients import GradMethod
+from unlearning.influence import imu_sample_weights
+from unlearning.losses import logits, loss_from_logits
 from unlearning.methods.base import (
     MethodParams,
     check_cancel,
     check_finite_loss,
     register_method,
 )
-from unlearning.tasks import infer_task, iterate_batches, logits, loss_from_logits, num_samples, take
+from unlearning.samples import infer_task, num_samples, take
+from unlearning.targets import ClosedFormNotApplicable, resolve_target, target_params
+from unlearning.targets import forward_capture as _forward_capture
+from unlearning.targets import head_for as _head_for
 from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 from unlearning.verification import mia_auc, per_sample_metrics
 

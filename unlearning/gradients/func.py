@@ -1,0 +1,67 @@
+"""Per-sample gradients of any target with ``torch.func``: vmap over grad, in bounded chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from unlearning import budgets
+from unlearning.batching import iterate_batches
+from unlearning.errors import ParamsError
+from unlearning.gradients.source import RowGradients
+from unlearning.losses import logits, loss_from_logits
+from unlearning.targets import target_params
+from unlearning.types import Dataset, Task
+
+
+def func_chunk_size(model: nn.Module, data: Dataset, names: Sequence[str], chunk_size: int) -> int:
+    """Samples per torch.func chunk: at most ``chunk_size``, with c·P ≤ ``budgets.MAX_CHUNK_ELEMENTS``
+    (P = number of target parameter elements) and the chunk's logits within the forward budget;
+    at least 1."""
+    if chunk_size < 1:
+        raise ParamsError(f"chunk_size must be at least 1, got {chunk_size}")
+    p = sum(t.numel() for t in target_params(model, names))
+    by_grads = budgets.rows_per_chunk(p)
+    return budgets.batch_size_for(data, min(chunk_size, by_grads), budgets.output_size(model))
+
+
+class FuncGradients(RowGradients):
+    """Rows [c, P] for chunks of up to ``chunk_size`` samples; :func:`func_chunk_size` lowers c where
+    [c, P] or the chunk's logits would be too large."""
+
+    path = "func"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        task: Task,
+        names: list[str],
+        chunk_size: int,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.model, self.data, self.task, self.names = model, data, task, names
+        self.chunk_size, self.device = chunk_size, device
+
+    def rows(self) -> Iterator[torch.Tensor]:
+        model, task, names = self.model, self.task, self.names
+        params = {n: p.detach() for n, p in zip(names, target_params(model, names), strict=True)}
+        chunk = func_chunk_size(model, self.data, names, self.chunk_size)
+
+        def sample_loss(tp: dict[str, torch.Tensor], sample: dict[str, torch.Tensor]) -> torch.Tensor:
+            one = {k: v.unsqueeze(0) for k, v in sample.items()}
+
+            def fwd(*args: Any, **kwargs: Any) -> Any:
+                return functional_call(model, tp, args, kwargs)
+
+            return loss_from_logits(logits(model, one, forward=fwd), one, task)[0]
+
+        per_sample = vmap(grad(sample_loss), in_dims=(None, 0))
+        for batch in iterate_batches(self.data, chunk, device=self.device):
+            g = per_sample(params, batch)
+            yield torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], 1)
