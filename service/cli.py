@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from typing import Annotated
@@ -66,6 +64,15 @@ def _default_pool(concurrency: int) -> str:
     return "solo" if concurrency == 1 else "prefork"
 
 
+# Variables Celery's own command line reads (``auto_envvar_prefix``, ``envvar=``): a stray APP or
+# BROKER_URL in a user's environment must not replace our app or broker.
+_CELERY_CLI_ENV = ("APP", "BROKER_URL", "RESULT_BACKEND", "LOADER", "CONFIG_MODULE", "SKIP_CHECKS")
+
+
+def worker_env(environ: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k not in _CELERY_CLI_ENV and not k.startswith("CELERY_")}
+
+
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="parallel jobs (default: settings)")] = None,
@@ -74,12 +81,15 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name")] = None,
 ) -> None:
     """Run a Celery worker. Run one per GPU (CUDA_VISIBLE_DEVICES=i) with concurrency 1."""
-    from worker.celery_app import QUEUE
-    from worker.celery_app import app as celery_app
+    from service.broker import QUEUE
 
     settings = get_settings()
     n = concurrency or settings.worker_concurrency
     argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "--app=worker.celery_app",
         "worker",
         f"--loglevel={loglevel}",
         f"--concurrency={n}",
@@ -91,7 +101,9 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    celery_app.worker_main(argv)
+    # exec, not a child: the worker keeps this pid, so a supervisor's signals reach Celery itself.
+    # The worker package is the layer above the service; it is named here, never imported.
+    os.execve(sys.executable, argv, worker_env(dict(os.environ)))
 
 
 @app.command()
@@ -162,60 +174,28 @@ def run(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
 ) -> None:
-    """The embedded default: migrate, then run the API and one worker as child processes.
+    """The embedded default: migrate, then run the API and one worker as supervised children.
 
-    SIGINT/SIGTERM are forwarded to both; if either child exits, the other is stopped too.
+    SIGINT/SIGTERM are forwarded to both; the children die with this process even if it is
+    killed; a worker that crashes is restarted; if the API exits, everything stops.
     """
+    from service.supervisor import Child, Supervisor
+
     settings = get_settings()
     _migrate()
     exe = [sys.executable, "-m", "service.cli"]
-    env = dict(os.environ)
-    # Own sessions: a terminal's Ctrl-C reaches only this process, which forwards it exactly once
-    # (a second SIGINT would make Celery skip its warm shutdown).
-    children = {
-        "api": subprocess.Popen(
-            [*exe, "api", "--host", host, "--port", str(port)], env=env, start_new_session=True
-        ),
-        "worker": subprocess.Popen([*exe, "worker", "--concurrency", "1"], env=env, start_new_session=True),
-    }
+    api_child = Child("api", [*exe, "api", "--host", host, "--port", str(port)], restart=False)
+    worker_child = Child("worker", [*exe, "worker", "--concurrency", "1"], restart=True)
+    supervisor = Supervisor(
+        [api_child, worker_child],
+        env=dict(os.environ),
+        log=lambda message: typer.echo(f"unlearn-service: {message}", err=True),
+    )
     typer.echo(
-        f"unlearn-service: API on http://{host}:{port} (pid {children['api'].pid}), "
-        f"worker pid {children['worker'].pid}, data in {settings.data_dir.resolve()}",
+        f"unlearn-service: API on http://{host}:{port}, one worker, data in {settings.data_dir.resolve()}",
         err=True,
     )
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    exit_code = 0
-    try:
-        while True:
-            done = {name: p.returncode for name, p in children.items() if p.poll() is not None}
-            if done:
-                if not stopping:
-                    exit_code = 1
-                    typer.echo(f"unlearn-service: {', '.join(done)} exited ({done}); stopping", err=True)
-                break
-            time.sleep(0.2)
-    finally:
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 20
-        for proc in children.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    raise typer.Exit(exit_code)
+    raise typer.Exit(supervisor.run())
 
 
 if __name__ == "__main__":

@@ -57,17 +57,21 @@ def _unauthorized(detail: str) -> Problem:
 
 def authenticate_request(
     request: Request,
-    session: DbSession,
+    ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    key = authenticate(session, credentials.credentials.strip())
-    if key is None:
-        raise _unauthorized("invalid or revoked API key")
-    principal = Principal(
-        tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes), actor=f"key:{key.id}"
-    )
+    # A short transaction of its own, not the request's: the route's transaction then starts only
+    # when the route touches the database, after any CPU-bound validation (on SQLite every
+    # transaction holds the write lock).
+    with session_scope(ctx.session_factory) as session:
+        key = authenticate(session, credentials.credentials.strip())
+        if key is None:
+            raise _unauthorized("invalid or revoked API key")
+        principal = Principal(
+            tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes), actor=f"key:{key.id}"
+        )
     request.state.principal = principal
     return principal
 

@@ -136,7 +136,7 @@ def _allowed_methods(request: Request) -> set[str]:
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else None
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     title = status_title(exc.status_code)
     if detail == title:
         detail = None

@@ -8,7 +8,6 @@ was rolled back. Delivery is at least once; the worker's atomic claim makes dupl
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,71 +15,20 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.broker import TOPIC_JOB_RUN
 from service.db import session_scope, utcnow
-from service.settings import Settings
 from service.tables import OutboxMessage
+from service.unit_of_work import publish_after_commit
 
 if TYPE_CHECKING:
-    from celery import Celery
-
     from service.context import ServiceContext
 
 log = structlog.get_logger("service.outbox")
-
-TOPIC_JOB_RUN = "job.run"
-RUN_JOB_TASK = "worker.tasks.run_job"
 
 
 class Publisher(Protocol):
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         """Send one message; raise on failure (the row then stays unpublished)."""
-
-
-class CeleryPublisher:
-    """Publishes outbox rows as Celery tasks (by name: the API never imports the worker's tasks)."""
-
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        if topic != TOPIC_JOB_RUN:
-            raise ValueError(f"unknown outbox topic {topic!r}")
-        with self.app.producer_or_acquire() as producer:
-            # Declare the queue on every publish, not once per connection: a broker that lost its
-            # state (Redis restarted or flushed, no persistence) also lost the exchange→queue
-            # binding, and a publish through a cached declaration would then vanish silently.
-            queue = self.app.amqp.queues[self.app.conf.task_default_queue]
-            queue.bind(producer.channel).declare()
-            self.app.send_task(
-                RUN_JOB_TASK,
-                args=[payload["job_id"]],
-                producer=producer,
-                # Fail fast when the broker is down: the row stays unpublished; the reconciler retries.
-                retry=True,
-                retry_policy={
-                    "max_retries": 2,
-                    "interval_start": 0,
-                    "interval_step": 0.2,
-                    "interval_max": 0.5,
-                },
-            )
-
-
-_publishers: dict[tuple[str, str], CeleryPublisher] = {}
-_publishers_lock = threading.Lock()
-
-
-def publisher_for(settings: Settings) -> CeleryPublisher:
-    """One Celery client per broker (a Celery app holds a connection pool; build it once)."""
-    ident = (settings.resolved_broker_url, str(settings.broker_dir))
-    with _publishers_lock:
-        pub = _publishers.get(ident)
-        if pub is None:
-            from worker.celery_app import make_celery
-
-            pub = CeleryPublisher(make_celery(settings))
-            _publishers[ident] = pub
-        return pub
 
 
 def add_message(session: Session, topic: str, payload: dict[str, Any]) -> OutboxMessage:
@@ -92,7 +40,10 @@ def add_message(session: Session, topic: str, payload: dict[str, Any]) -> Outbox
 
 
 def enqueue_job(session: Session, job_id: str) -> OutboxMessage:
-    return add_message(session, TOPIC_JOB_RUN, {"job_id": job_id})
+    """An outbox row that runs the job, published once this transaction commits."""
+    row = add_message(session, TOPIC_JOB_RUN, {"job_id": job_id})
+    publish_after_commit(session, row.id)
+    return row
 
 
 def publish_rows(ctx: ServiceContext, publisher: Publisher, ids: Iterable[int]) -> int:

@@ -23,12 +23,14 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import select, update
 
+from service.broker import TOPIC_JOB_RUN
 from service.context import ServiceContext
-from service.db import session_scope, utcnow
-from service.deletions.logic import purge_forget_sets
+from service.db import db_time, session_scope, utcnow
+from service.deletions.purge import purge_forget_sets
 from service.jobs import lifecycle
-from service.jobs.lifecycle import db_time
-from service.outbox import TOPIC_JOB_RUN, Publisher, publish_rows, publisher_for, unpublished_ids
+from service.jobs.errors import JobError
+from service.jobs.states import JobStatus
+from service.outbox import publish_rows, unpublished_ids
 from service.tables import Job, Model, OutboxMessage
 
 log = structlog.get_logger("service.reconciler")
@@ -36,41 +38,35 @@ log = structlog.get_logger("service.reconciler")
 ACTOR = "system:reconciler"
 
 
-def _expired_leases(ctx: ServiceContext, publisher: Publisher) -> dict[str, int]:
+def _expired_leases(ctx: ServiceContext) -> dict[str, int]:
     stats = {"requeued": 0, "failed_expired": 0}
     now = utcnow()
     with session_scope(ctx.session_factory) as s:
         ids = list(
             s.scalars(
-                select(Job.id).where(Job.status == "running", Job.lease_expires_at < db_time(now)).limit(500)
+                select(Job.id)
+                .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < db_time(now))
+                .limit(500)
             )
         )
+    detail = "the worker stopped renewing its lease (crashed or lost)"
     for job_id in ids:
-        reason = {"type": "LeaseExpired", "detail": "the worker stopped renewing its lease (crashed or lost)"}
-        ended = False
+        # One transaction per job; its outbox row and purge run after it commits.
         with session_scope(ctx.session_factory) as s:
-            ok, outbox = lifecycle.requeue_job(
-                s, job_id, actor=ACTOR, reason=reason, only_if_lease_expired=True
-            )
-            if not ok:
-                # Out of attempts (requeue requires attempts < max_attempts): the job fails.
-                ended, outbox = lifecycle.end_job(
-                    s,
-                    job_id,
-                    status="failed",
-                    error={**reason, "detail": reason["detail"] + "; no attempts left"},
-                    actor=ACTOR,
-                    only_if_lease_expired=True,
-                )
-        if ok:
-            stats["requeued"] += 1
-        if ended:
-            stats["failed_expired"] += 1
-            with session_scope(ctx.session_factory) as s:
-                purge_ids = lifecycle.request_ids_of(s, job_id)
-            purge_forget_sets(ctx, purge_ids)
-        if outbox:
-            publish_rows(ctx, publisher, outbox)
+            if lifecycle.requeue_job(
+                s, job_id, actor=ACTOR, reason=JobError("LeaseExpired", detail), only_if_lease_expired=True
+            ):
+                stats["requeued"] += 1
+            # Out of attempts (requeue requires attempts < max_attempts): the job fails.
+            elif lifecycle.end_job(
+                s,
+                job_id,
+                status=JobStatus.FAILED,
+                error=JobError("LeaseExpired", detail + "; no attempts left"),
+                actor=ACTOR,
+                only_if_lease_expired=True,
+            ):
+                stats["failed_expired"] += 1
     return stats
 
 
@@ -83,10 +79,10 @@ def _expired_locks(ctx: ServiceContext) -> int:
             .values(lock_job_id=None, lock_expires_at=None)
             .execution_options(synchronize_session=False)
         )
-        return int(res.rowcount or 0)
+        return lifecycle.rowcount(res)
 
 
-def _stale_outbox(ctx: ServiceContext, publisher: Publisher) -> tuple[int, int]:
+def _stale_outbox(ctx: ServiceContext) -> tuple[int, int]:
     """Re-publish messages of jobs still queued long after publishing; drop rows of jobs that moved on."""
     stale_before = utcnow() - timedelta(seconds=ctx.settings.reconcile_stale_outbox_seconds)
     republish: list[int] = []
@@ -107,7 +103,7 @@ def _stale_outbox(ctx: ServiceContext, publisher: Publisher) -> tuple[int, int]:
         for row in rows:
             job_id = row.payload.get("job_id") if row.topic == TOPIC_JOB_RUN else None
             job = s.get(Job, job_id) if job_id else None
-            if job is None or job.status != "queued" or job_id in seen:
+            if job is None or job_id is None or job.status != JobStatus.QUEUED or job_id in seen:
                 s.delete(row)
                 dropped += 1
                 continue
@@ -118,25 +114,24 @@ def _stale_outbox(ctx: ServiceContext, publisher: Publisher) -> tuple[int, int]:
                 # The running job announces the model's next queued job when it ends.
                 continue
             republish.append(row.id)
-    sent = publish_rows(ctx, publisher, republish) if republish else 0
+    sent = publish_rows(ctx, ctx.publisher, republish) if republish else 0
     return sent, dropped
 
 
-def reconcile_once(ctx: ServiceContext, publisher: Publisher | None = None) -> dict[str, int]:
-    publisher = publisher or publisher_for(ctx.settings)
-    stats = _expired_leases(ctx, publisher)
+def reconcile_once(ctx: ServiceContext) -> dict[str, int]:
+    stats = _expired_leases(ctx)
     stats["locks_released"] = _expired_locks(ctx)
     with session_scope(ctx.session_factory) as s:
         pending = unpublished_ids(s)
-    stats["published"] = publish_rows(ctx, publisher, pending) if pending else 0
-    stats["republished"], stats["outbox_dropped"] = _stale_outbox(ctx, publisher)
+    stats["published"] = publish_rows(ctx, ctx.publisher, pending) if pending else 0
+    stats["republished"], stats["outbox_dropped"] = _stale_outbox(ctx)
     stats["forget_sets_purged"] = purge_forget_sets(ctx)
     if any(v for k, v in stats.items() if k != "outbox_dropped"):
         log.info("reconciled", **stats)
     return stats
 
 
-def start_reconciler_thread(ctx: ServiceContext, publisher: Publisher | None = None) -> Callable[[], None]:
+def start_reconciler_thread(ctx: ServiceContext) -> Callable[[], None]:
     """Run ``reconcile_once`` every ``settings.reconcile_interval_seconds`` in a daemon thread.
 
     Returns a callable that stops the thread (and waits for the current pass to finish).
@@ -147,7 +142,7 @@ def start_reconciler_thread(ctx: ServiceContext, publisher: Publisher | None = N
     def loop() -> None:
         while not stop.wait(interval):
             try:
-                reconcile_once(ctx, publisher)
+                reconcile_once(ctx)
             except Exception as exc:  # never let one bad pass end the loop
                 # Not even a broken log sink: the loop is the service's safety net.
                 with contextlib.suppress(Exception):

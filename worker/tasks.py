@@ -1,4 +1,4 @@
-"""Celery tasks: a thin wrapper around ``worker.runner.run_job``.
+"""Celery tasks: a thin wrapper around ``service.jobs.runner.run_job``.
 
 The task carries only the job id; everything else is read from the database at claim time, so a
 stale, duplicated or replayed message can do no harm.
@@ -15,10 +15,11 @@ from typing import Any
 import structlog
 from celery.signals import worker_process_init
 
+from service.broker import CeleryPublisher
 from service.context import ServiceContext, build_context
-from service.outbox import CeleryPublisher
+from service.jobs.runner import run_job as run_job_once
+from service.jobs.states import RunOutcome
 from service.settings import get_settings
-from worker import runner
 from worker.celery_app import app
 
 log = structlog.get_logger("worker.tasks")
@@ -42,7 +43,8 @@ def context() -> ServiceContext:
                 import torch
 
                 torch.set_num_threads(settings.torch_threads)
-            _ctx = build_context(settings)
+            # Publish through this worker's own Celery app (its connection pool).
+            _ctx = build_context(settings, publisher=CeleryPublisher(app))
         return _ctx
 
 
@@ -60,8 +62,7 @@ def worker_identity() -> str:
 
 @app.task(name="worker.tasks.run_job", bind=True, acks_late=True, max_retries=None)
 def run_job(self: Any, job_id: str) -> str:
-    ctx = context()
-    outcome = runner.run_job(ctx, job_id, worker_identity(), publisher=CeleryPublisher(app))
-    if outcome == runner.Outcome.MODEL_BUSY:
+    outcome = run_job_once(context(), job_id, worker_identity())
+    if outcome == RunOutcome.MODEL_BUSY:
         raise self.retry(countdown=MODEL_BUSY_RETRY_SECONDS)
-    return outcome
+    return str(outcome)

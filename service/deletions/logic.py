@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import idempotency
 from service.audit.logic import append_event
 from service.context import ServiceContext
-from service.db import session_scope, utcnow
-from service.deletions.schemas import DeletionRequestOut, Policy
+from service.db import session_scope
+from service.deletions.purge import key_referenced
+from service.deletions.schemas import DeletionRequestOut
 from service.deps import Principal
 from service.errors import conflict, not_found, unprocessable
-from service.jobs.lifecycle import TERMINAL_REQUEST, db_time
+from service.jobs.policy import AcceptancePolicy, PolicyLimitError
+from service.jobs.states import JobStatus, RequestStatus
 from service.listing import ModelListQuery, page_model_rows
-from service.outbox import enqueue_job, publish_rows, publisher_for
+from service.outbox import enqueue_job
 from service.registry.logic import get_model, get_version
 from service.settings import Settings
 from service.tables import DeletionRequest, Job, Model
+from service.unit_of_work import call_after_commit
 
 log = structlog.get_logger("service.deletions")
 
@@ -42,7 +44,7 @@ class Intake:
     method: str | None = None
     params: dict[str, Any] | None = None
     base_version: int | None = None
-    policy: Policy | None = None
+    policy: AcceptancePolicy | None = None
 
 
 @dataclass
@@ -56,8 +58,8 @@ class Answer:
 
 
 def resolve_method(
-    settings: Settings, method: str | None, params: dict[str, Any] | None, policy: dict[str, Any]
-) -> tuple[str, dict]:
+    settings: Settings, method: str | None, params: dict[str, Any] | None, policy: AcceptancePolicy
+) -> tuple[str, dict[str, Any]]:
     """The method name and its fully resolved params (so equal settings batch together).
 
     The engine's utility guard (``max_eval_drop``: stop ascending once eval accuracy fell that
@@ -78,42 +80,25 @@ def resolve_method(
         # paper's recipe), so {"scope": "class"} alone still gets the adaptive steps and early stop.
         given = recommended_params(name, params)
         if "max_eval_drop" in spec.params_model.model_fields and "max_eval_drop" not in given:
-            given["max_eval_drop"] = policy["max_eval_accuracy_drop"]
+            given["max_eval_drop"] = policy.max_eval_accuracy_drop
         resolved = spec.parse_params(given).model_dump(mode="json")
     except ParamsError as exc:
         raise unprocessable(str(exc), error="ParamsError") from exc
     return name, resolved
 
 
-def resolve_policy(settings: Settings, policy: Policy | None) -> dict[str, Any]:
-    given = policy or Policy()
-    drop = given.max_eval_accuracy_drop
-    if drop is None:
-        drop = settings.policy_max_eval_accuracy_drop
-    elif drop > settings.policy_max_eval_accuracy_drop_limit:
-        raise unprocessable(
-            f"policy.max_eval_accuracy_drop={drop} exceeds this service's limit "
-            f"{settings.policy_max_eval_accuracy_drop_limit}"
-        )
-    return {
-        "max_eval_accuracy_drop": float(drop),
-        "require_forgetting": (
-            settings.policy_require_forgetting
-            if given.require_forgetting is None
-            else given.require_forgetting
-        ),
-        "forget_accuracy_margin": 0.05
-        if given.forget_accuracy_margin is None
-        else given.forget_accuracy_margin,
-        "mia_auc_margin": 0.05 if given.mia_auc_margin is None else given.mia_auc_margin,
-    }
+def resolve_policy(settings: Settings, policy: AcceptancePolicy | None) -> AcceptancePolicy:
+    try:
+        return AcceptancePolicy.resolve(settings, policy)
+    except PolicyLimitError as exc:
+        raise unprocessable(str(exc)) from exc
 
 
-def parse_policy(raw: Any) -> Policy | None:
+def parse_policy(raw: Any) -> AcceptancePolicy | None:
     if raw is None:
         return None
     try:
-        return Policy.model_validate(raw)
+        return AcceptancePolicy.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -122,7 +107,9 @@ def parse_policy(raw: Any) -> Policy | None:
         ) from exc
 
 
-def validate_forget_set(settings: Settings, model: Model, intake: Intake) -> tuple[dict, bytes, list[str]]:
+def validate_forget_set(
+    settings: Settings, model: Model, intake: Intake
+) -> tuple[dict[str, Any], bytes, list[str]]:
     """Normalised tensors, their canonical safetensors bytes and per-sample digests (422 if bad).
 
     Uploads are parsed as safetensors or npz (allow_pickle=False) only: nothing is unpickled.
@@ -145,11 +132,13 @@ def validate_forget_set(settings: Settings, model: Model, intake: Intake) -> tup
 # -- intake ----------------------------------------------------------------------------------
 
 
-def _find_open_job(session: Session, model_id: str, method: str, params: dict, policy: dict) -> list[str]:
+def _find_open_job(
+    session: Session, model_id: str, method: str, params: dict[str, Any], policy: dict[str, Any]
+) -> list[str]:
     """Queued jobs of the model with the same settings (JSON columns compare in Python)."""
     rows = session.execute(
         select(Job.id, Job.params, Job.policy)
-        .where(Job.model_id == model_id, Job.status == "queued", Job.method == method)
+        .where(Job.model_id == model_id, Job.status == JobStatus.QUEUED, Job.method == method)
         .order_by(Job.created_at.desc())
         .limit(20)
     ).all()
@@ -162,8 +151,8 @@ def _join_or_create_job(
     model: Model,
     tenant_id: str,
     method: str,
-    params: dict,
-    policy: dict,
+    params: dict[str, Any],
+    policy: dict[str, Any],
     n: int,
 ) -> tuple[str, bool]:
     for job_id in _find_open_job(session, model.id, method, params, policy):
@@ -172,13 +161,13 @@ def _join_or_create_job(
             update(Job)
             .where(
                 Job.id == job_id,
-                Job.status == "queued",
+                Job.status == JobStatus.QUEUED,
                 Job.n_samples + n <= settings.max_forget_samples,
             )
             .values(n_requests=Job.n_requests + 1, n_samples=Job.n_samples + n)
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:
+        if int(getattr(res, "rowcount", 0) or 0) == 1:
             return job_id, True
     job = Job(
         tenant_id=tenant_id,
@@ -187,7 +176,7 @@ def _join_or_create_job(
         params=params,
         policy=policy,
         seed=0,
-        status="queued",
+        status=JobStatus.QUEUED,
         n_requests=1,
         n_samples=n,
         attempts=0,
@@ -207,44 +196,49 @@ def submit(
     idem: idempotency.IdempotencyContext | None,
 ) -> Answer:
     settings = ctx.settings
-    if idem is not None:
-        stored = idempotency.lookup(db, idem)
-        if stored is not None:
-            return Answer(stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"})
-
-    # 1. Validate everything against the model before anything is stored.
-    model = get_model(db, principal.tenant_id, model_name)
-    if model.latest_version is None:
-        raise conflict(f"model {model_name} has no version yet: upload one before requesting deletions")
-    if intake.base_version is not None and intake.base_version != model.latest_version:
-        raise conflict(
-            f"base_version {intake.base_version} is not the latest version ({model.latest_version}) of "
-            f"model {model_name}: jobs always start from the newest version",
-            latest_version=model.latest_version,
-        )
-    policy = resolve_policy(settings, intake.policy)
-    method, params = resolve_method(settings, intake.method, intake.params, policy)
-    if params.get("early_stop") in ("eval_accuracy", "mia"):
-        latest = get_version(db, model, "latest")
-        if latest.eval_set_key is None:
-            raise unprocessable(
-                f"params.early_stop={params['early_stop']!r} needs an eval set, and version "
-                f"{latest.version} of model {model_name} has none",
-                error="ParamsError",
+    # 1. Read and validate in a short transaction of its own, then validate the samples outside
+    # any: on SQLite every transaction holds the write lock, and parsing tensors is CPU work.
+    with session_scope(ctx.session_factory) as read:
+        if idem is not None:
+            stored = idempotency.lookup(read, idem)
+            if stored is not None:
+                return Answer(
+                    stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}
+                )
+        model = get_model(read, principal.tenant_id, model_name)
+        if model.latest_version is None:
+            raise conflict(f"model {model_name} has no version yet: upload one before requesting deletions")
+        if intake.base_version is not None and intake.base_version != model.latest_version:
+            raise conflict(
+                f"base_version {intake.base_version} is not the latest version ({model.latest_version}) "
+                f"of model {model_name}: jobs always start from the newest version",
+                latest_version=model.latest_version,
             )
+        policy = resolve_policy(settings, intake.policy)
+        method, params = resolve_method(settings, intake.method, intake.params, policy)
+        if params.get("early_stop") in ("eval_accuracy", "mia"):
+            latest = get_version(read, model, "latest")
+            if latest.eval_set_key is None:
+                raise unprocessable(
+                    f"params.early_stop={params['early_stop']!r} needs an eval set, and version "
+                    f"{latest.version} of model {model_name} has none",
+                    error="ParamsError",
+                )
     _data, blob, digests = validate_forget_set(settings, model, intake)
     n = len(digests)
 
     # 2. Store the normalised forget set (content-addressed: a retry stores nothing new).
     stored_obj = ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
 
-    # 3. One transaction: request, job (new or joined), outbox row, audit event, idempotency record.
+    # 3. One transaction (committed by the caller's session scope): request, job (new or joined),
+    # outbox row, audit event, idempotency record. The job is handed to the broker after commit.
     try:
         # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
         # concurrent requests then find each other's open batch instead of each creating a job.
         db.execute(select(Model.id).where(Model.id == model.id).with_for_update())
+        policy_json = policy.model_dump(mode="json")
         job_id, joined = _join_or_create_job(
-            db, settings, model, principal.tenant_id, method, params, policy, n
+            db, settings, model, principal.tenant_id, method, params, policy_json, n
         )
         req = DeletionRequest(
             tenant_id=principal.tenant_id,
@@ -253,9 +247,9 @@ def submit(
             subject=intake.subject,
             method=method,
             params=params,
-            policy=policy,
+            policy=policy_json,
             base_version=intake.base_version,
-            status="queued",
+            status=RequestStatus.QUEUED,
             n_samples=n,
             sample_digests=digests,
             forget_set_sha256=stored_obj.sha256,
@@ -264,7 +258,8 @@ def submit(
         )
         db.add(req)
         db.flush()
-        outbox_ids = [] if joined else [enqueue_job(db, job_id).id]
+        if not joined:
+            enqueue_job(db, job_id)
         append_event(
             db,
             actor=principal.actor,
@@ -286,7 +281,7 @@ def submit(
         headers = {"Location": f"/v1/deletion-requests/{req.id}"}
         if idem is not None:
             idempotency.store(db, idem, 202, body, headers)
-        db.commit()
+        db.flush()  # a duplicate Idempotency-Key fails here, not at commit
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won: answer as it did.
         db.rollback()
@@ -299,26 +294,27 @@ def submit(
                 )
         raise
     except BaseException:
-        db.rollback()
+        db.rollback()  # before the orphan check, which reads in a session of its own
         _forget_orphan(ctx, stored_obj.key)
         raise
 
-    # A purge running concurrently may have removed the same content-addressed blob just before
-    # our commit made it referenced again; the purge re-checks after deleting, and we re-check here.
-    if not ctx.storage.exists(stored_obj.key):
-        ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
+    def ensure_stored() -> None:
+        # A purge running concurrently may have removed the same content-addressed blob just
+        # before our commit made it referenced again; the purge re-checks after deleting, and so
+        # do we.
+        if not ctx.storage.exists(stored_obj.key):
+            ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
+
+    call_after_commit(db, ensure_stored)
     log.info(
         "deletion_requested", request_id=req.id, job_id=job_id, joined=joined, n_samples=n, model=model.name
     )
-    # 4. After commit: hand the job to the broker. A failure here is fine: the reconciler re-sends.
-    if outbox_ids:
-        publish_rows(ctx, publisher_for(settings), outbox_ids)
     return Answer(202, body, headers)
 
 
 def _forget_orphan(ctx: ServiceContext, key: str) -> None:
     """Remove a blob stored for a request that was then not committed (unless someone uses it)."""
-    if not _key_referenced(ctx, key):
+    if not key_referenced(ctx, key):
         with contextlib.suppress(Exception):
             ctx.storage.delete(key)
 
@@ -360,70 +356,10 @@ def get_request(db: Session, tenant_id: str, request_id: str) -> DeletionRequest
     return to_out(row[0], row[1])
 
 
-REQUEST_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-
-
 def list_requests(
     db: Session, tenant_id: str, query: ModelListQuery
 ) -> tuple[list[DeletionRequestOut], str | None]:
     rows, names, next_cursor = page_model_rows(
-        db, DeletionRequest, tenant_id, query, statuses=REQUEST_STATUSES
+        db, DeletionRequest, tenant_id, query, statuses=tuple(RequestStatus)
     )
     return [to_out(r, names[r.model_id]) for r in rows], next_cursor
-
-
-# -- purge -----------------------------------------------------------------------------------
-
-
-def purge_forget_sets(ctx: ServiceContext, request_ids: list[str] | None = None) -> int:
-    """Delete stored forget sets of finished requests once the retention period has passed.
-
-    The row is marked first (forget_set_key null, purged_at), then the blob is deleted unless
-    another request still references the same content-addressed blob. Returns blobs deleted.
-    """
-    retention = timedelta(seconds=ctx.settings.forget_set_retention_seconds)
-    now = utcnow()
-    with session_scope(ctx.session_factory) as s:
-        # Retention is in the query, so a pass never spends its batch on rows still within it.
-        stmt = select(DeletionRequest).where(
-            DeletionRequest.forget_set_key.is_not(None),
-            DeletionRequest.status.in_(TERMINAL_REQUEST),
-            or_(
-                DeletionRequest.finished_at.is_(None),
-                DeletionRequest.finished_at <= db_time(now - retention),
-            ),
-        )
-        if request_ids is not None:
-            stmt = stmt.where(DeletionRequest.id.in_(request_ids))
-        rows = list(s.scalars(stmt.limit(1000)))
-        keys = {r.forget_set_key for r in rows if r.forget_set_key}
-        for r in rows:
-            r.forget_set_key = None
-            r.forget_set_purged_at = now
-    deleted = 0
-    for key in sorted(keys):
-        if _key_referenced(ctx, key):
-            continue  # another request (pending, or within retention) holds the same bytes
-        try:
-            blob = ctx.storage.read_bytes(key)
-        except FileNotFoundError:
-            continue
-        ctx.storage.delete(key)
-        # An intake may have committed a reference to this blob between the check and the delete.
-        if _key_referenced(ctx, key):
-            ctx.storage.put_bytes(blob, kind=key.split("/", 1)[0])
-            continue
-        deleted += 1
-    if deleted:
-        log.info("forget_sets_purged", count=deleted)
-    return deleted
-
-
-def _key_referenced(ctx: ServiceContext, key: str) -> bool:
-    with session_scope(ctx.session_factory) as s:
-        return (
-            s.scalars(
-                select(DeletionRequest.id).where(DeletionRequest.forget_set_key == key).limit(1)
-            ).first()
-            is not None
-        )

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.jobs.policy import AcceptancePolicy
+
 
 class Samples(BaseModel):
     """Inline forget samples (small sets; larger ones go as a multipart file)."""
@@ -22,30 +24,6 @@ class Samples(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class Policy(BaseModel):
-    """Per-request overrides of the acceptance policy (bounded by the service settings).
-
-    A job is accepted (its version published) when
-      * eval accuracy dropped by at most ``max_eval_accuracy_drop`` (needs the version's eval set), and
-      * if ``require_forgetting``: forgetting is reached, i.e. after unlearning
-        forget_accuracy ≤ eval_accuracy + ``forget_accuracy_margin`` (the forget samples are
-        recognised no better than unseen data), or the loss-based MIA AUC forget-vs-eval
-        ≤ 0.5 + ``mia_auc_margin`` (a membership attack cannot tell them from unseen data).
-        Without an eval set, forgetting means the forget accuracy fell or the forget loss rose.
-      * with params ``{"scope": "class"}`` (the forget set is whole classes) utility is the eval
-        accuracy on the other classes, and forgetting means forget_accuracy ≤ the method's
-        ``forget_accuracy_target`` (default 0, as a model retrained without the class) +
-        ``forget_accuracy_margin``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_eval_accuracy_drop: float | None = Field(None, ge=0, le=1)
-    require_forgetting: bool | None = None
-    forget_accuracy_margin: float | None = Field(None, ge=0, le=1)
-    mia_auc_margin: float | None = Field(None, ge=0, le=0.5)
-
-
 class DeletionRequestIn(BaseModel):
     """The JSON form of ``POST /v1/models/{name}/deletion-requests``."""
 
@@ -56,7 +34,7 @@ class DeletionRequestIn(BaseModel):
     method: str | None = Field(None, max_length=64)
     params: dict[str, Any] | None = None
     base_version: int | None = Field(None, ge=1)
-    policy: Policy | None = None
+    policy: AcceptancePolicy | None = None
 
 
 class DeletionRequestOut(BaseModel):

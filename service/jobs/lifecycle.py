@@ -14,43 +14,25 @@ the transaction that ends the run, so no two jobs of one model ever run at the s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.audit.logic import append_event
-from service.db import UTCDateTime, utcnow
+from service.db import db_time, utcnow
+from service.jobs.errors import JobError, ModelBusy, NotClaimable
+from service.jobs.policy import AcceptancePolicy
+from service.jobs.states import REQUEST_STATUS_FOR_JOB, TERMINAL_REQUEST, JobStatus, RequestStatus
+from service.json_safe import json_safe
 from service.outbox import enqueue_job
 from service.tables import DeletionRequest, Job, Model
+from service.unit_of_work import purge_after_commit
 
 log = structlog.get_logger("service.jobs")
-
-TERMINAL_JOB = ("succeeded", "failed", "cancelled")
-TERMINAL_REQUEST = ("completed", "failed", "cancelled")
-REQUEST_STATUS_FOR_JOB = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
-
-
-def json_safe(value: Any) -> Any:
-    """JSON without NaN/Infinity (PostgreSQL's json type rejects them): non-finite floats → None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return json_safe(value.item())
-    return value
-
-
-def db_time(value: datetime) -> Any:
-    # A typed literal, so SQLite compares and stores it in the column's own text format.
-    return literal(value, UTCDateTime())
 
 
 @dataclass(frozen=True)
@@ -64,27 +46,22 @@ class Claim:
     max_attempts: int
     method: str
     params: dict[str, Any]
-    policy: dict[str, Any]
+    policy: AcceptancePolicy
     seed: int
 
 
-class ClaimOutcome:
-    NOT_CLAIMABLE = "not_claimable"
-    MODEL_BUSY = "model_busy"
-
-
-def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -> Claim | str:
+def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -> Claim:
     """Claim the job and the model lock in the caller's transaction.
 
-    Returns a Claim, or ClaimOutcome.NOT_CLAIMABLE (finished, taken by a live worker, out of
-    attempts, or unknown: a duplicate delivery does nothing), or ClaimOutcome.MODEL_BUSY (another
-    job of the model runs; the caller must roll back so the attempt is not counted).
+    Raises NotClaimable (finished, taken by a live worker, out of attempts, or unknown: a
+    duplicate delivery does nothing) or ModelBusy (another job of the model runs; the caller's
+    transaction must roll back so the attempt is not counted).
     """
     # Lock order everywhere is model row → job row → audit head. Intake locks the model and then
     # joins a queued job; claiming the job first and the model second would deadlock with it.
     model_id = session.scalar(select(Job.model_id).where(Job.id == job_id))
     if model_id is None:
-        return ClaimOutcome.NOT_CLAIMABLE
+        raise NotClaimable(f"no job {job_id}")
     session.execute(select(Model.id).where(Model.id == model_id).with_for_update())
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
@@ -92,11 +69,14 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -
         update(Job)
         .where(
             Job.id == job_id,
-            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < db_time(now))),
+            or_(
+                Job.status == JobStatus.QUEUED,
+                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < db_time(now)),
+            ),
             Job.attempts < Job.max_attempts,
         )
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             attempts=Job.attempts + 1,
             lease_owner=worker_id,
             lease_expires_at=expires,
@@ -107,8 +87,8 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -
         )
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
-        return ClaimOutcome.NOT_CLAIMABLE
+    if rowcount(res) != 1:
+        raise NotClaimable(f"job {job_id} is finished, held by a live worker or out of attempts")
     job = session.scalars(select(Job).where(Job.id == job_id).execution_options(populate_existing=True)).one()
     locked = session.execute(
         update(Model)
@@ -123,19 +103,19 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -
         .values(lock_job_id=job_id, lock_expires_at=expires)
         .execution_options(synchronize_session=False)
     )
-    if locked.rowcount != 1:
-        return ClaimOutcome.MODEL_BUSY
+    if rowcount(locked) != 1:
+        raise ModelBusy(f"another job of model {job.model_id} runs")
     model = session.scalars(
         select(Model).where(Model.id == job.model_id).execution_options(populate_existing=True)
     ).one()
     if model.latest_version is None:  # intake refuses models without a version; be explicit anyway
-        return ClaimOutcome.NOT_CLAIMABLE
+        raise NotClaimable(f"model {model.name} has no version")
     # A job always starts from the newest version: no job forks from data another job removed.
     job.base_version = model.latest_version
     session.execute(
         update(DeletionRequest)
-        .where(DeletionRequest.job_id == job_id, DeletionRequest.status == "queued")
-        .values(status="running", updated_at=now)
+        .where(DeletionRequest.job_id == job_id, DeletionRequest.status == RequestStatus.QUEUED)
+        .values(status=RequestStatus.RUNNING, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     append_event(
@@ -158,7 +138,7 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -
         max_attempts=job.max_attempts,
         method=job.method,
         params=dict(job.params or {}),
-        policy=dict(job.policy or {}),
+        policy=AcceptancePolicy.model_validate(job.policy or {}),
         seed=job.seed,
     )
 
@@ -169,11 +149,11 @@ def heartbeat(session: Session, job_id: str, model_id: str, worker_id: str, leas
     expires = now + timedelta(seconds=lease_seconds)
     res = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.RUNNING)
         .values(lease_expires_at=expires, heartbeat_at=now)
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
+    if rowcount(res) != 1:
         return False
     lock = session.execute(
         update(Model)
@@ -181,7 +161,7 @@ def heartbeat(session: Session, job_id: str, model_id: str, worker_id: str, leas
         .values(lock_expires_at=expires)
         .execution_options(synchronize_session=False)
     )
-    return lock.rowcount == 1
+    return rowcount(lock) == 1
 
 
 def release_model_lock(session: Session, model_id: str, job_id: str) -> None:
@@ -193,13 +173,14 @@ def release_model_lock(session: Session, model_id: str, job_id: str) -> None:
     )
 
 
-def enqueue_next_job(session: Session, model_id: str, exclude: str | None = None) -> int | None:
-    """An outbox row for the model's oldest queued job (it may have waited for the model lock)."""
-    stmt = select(Job.id).where(Job.model_id == model_id, Job.status == "queued")
+def enqueue_next_job(session: Session, model_id: str, exclude: str | None = None) -> None:
+    """Announce the model's oldest queued job (it may have waited for the model lock)."""
+    stmt = select(Job.id).where(Job.model_id == model_id, Job.status == JobStatus.QUEUED)
     if exclude is not None:
         stmt = stmt.where(Job.id != exclude)
     nxt = session.scalars(stmt.order_by(Job.created_at, Job.id).limit(1)).first()
-    return enqueue_job(session, nxt).id if nxt else None
+    if nxt:
+        enqueue_job(session, nxt)
 
 
 def request_ids_of(session: Session, job_id: str) -> list[str]:
@@ -228,47 +209,52 @@ def end_job(
     session: Session,
     job_id: str,
     *,
-    status: str,
-    error: dict[str, Any] | None,
+    status: JobStatus,
+    error: JobError,
     actor: str,
     metrics: dict[str, Any] | None = None,
     worker_id: str | None = None,
-    from_status: tuple[str, ...] = ("running",),
+    from_status: JobStatus = JobStatus.RUNNING,
     only_if_lease_expired: bool = False,
-) -> tuple[bool, list[int]]:
+) -> bool:
     """Move a job to failed/cancelled in the caller's transaction (fenced by worker_id if given).
 
-    Its requests follow, the model lock is released, an audit event is appended and the model's
-    next queued job is announced. Returns (whether this call made the transition, outbox ids).
+    Its requests follow, the model lock is released, an audit event is appended, and after commit
+    the model's next queued job is announced and the job's forget sets are purged. Returns
+    whether this call made the transition.
     """
-    assert status in ("failed", "cancelled")
+    assert status in (JobStatus.FAILED, JobStatus.CANCELLED)
     now = utcnow()
-    stmt = update(Job).where(Job.id == job_id, Job.status.in_(from_status))
+    stmt = update(Job).where(Job.id == job_id, Job.status == from_status)
     if worker_id is not None:
         stmt = stmt.where(Job.lease_owner == worker_id)
     if only_if_lease_expired:
         stmt = stmt.where(Job.lease_expires_at < db_time(now))
     values: dict[str, Any] = {
         "status": status,
-        "error": json_safe(error),
+        "error": json_safe(error.to_dict()),
         "finished_at": now,
-        "stage": status,
+        "stage": str(status),
     }
     if metrics is not None:
         values["metrics"] = json_safe(metrics)
     res = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
-    if res.rowcount != 1:
-        return False, []
+    if rowcount(res) != 1:
+        return False
     job, model = _job_and_model(session, job_id)
     session.execute(
         update(DeletionRequest)
         .where(DeletionRequest.job_id == job_id, DeletionRequest.status.not_in(TERMINAL_REQUEST))
         .values(
-            status=REQUEST_STATUS_FOR_JOB[status], error=json_safe(error), finished_at=now, updated_at=now
+            status=REQUEST_STATUS_FOR_JOB[status],
+            error=json_safe(error.to_dict()),
+            finished_at=now,
+            updated_at=now,
         )
         .execution_options(synchronize_session=False)
     )
     release_model_lock(session, job.model_id, job_id)
+    request_ids = request_ids_of(session, job_id)
     append_event(
         session,
         actor=actor,
@@ -277,19 +263,17 @@ def end_job(
         model=model.name,
         object_id=job_id,
         payload={
-            "error": json_safe(error),
+            "error": json_safe(error.to_dict()),
             "attempts": job.attempts,
             "base_version": job.base_version,
-            "deletion_requests": request_ids_of(session, job_id),
+            "deletion_requests": request_ids,
             "metrics": json_safe(metrics),
         },
     )
-    outbox: list[int] = []
-    nxt = enqueue_next_job(session, job.model_id, exclude=job_id)
-    if nxt is not None:
-        outbox.append(nxt)
-    log.info("job_ended", job_id=job_id, status=status, error=error)
-    return True, outbox
+    enqueue_next_job(session, job.model_id, exclude=job_id)
+    purge_after_commit(session, request_ids)
+    log.info("job_ended", job_id=job_id, status=str(status), error=error.to_dict())
+    return True
 
 
 def requeue_job(
@@ -297,33 +281,35 @@ def requeue_job(
     job_id: str,
     *,
     actor: str,
-    reason: dict[str, Any],
+    reason: JobError,
     worker_id: str | None = None,
     only_if_lease_expired: bool = False,
-) -> tuple[bool, list[int]]:
+) -> bool:
     """Put a running job back to queued (a crashed or failed attempt with attempts left)."""
     now = utcnow()
-    stmt = update(Job).where(Job.id == job_id, Job.status == "running", Job.attempts < Job.max_attempts)
+    stmt = update(Job).where(
+        Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempts < Job.max_attempts
+    )
     if worker_id is not None:
         stmt = stmt.where(Job.lease_owner == worker_id)
     if only_if_lease_expired:
         stmt = stmt.where(Job.lease_expires_at < db_time(now))
     res = session.execute(
         stmt.values(
-            status="queued",
+            status=JobStatus.QUEUED,
             lease_owner=None,
             lease_expires_at=None,
             stage="requeued",
-            error=json_safe(reason),
+            error=json_safe(reason.to_dict()),
         ).execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
-        return False, []
+    if rowcount(res) != 1:
+        return False
     job, model = _job_and_model(session, job_id)
     session.execute(
         update(DeletionRequest)
-        .where(DeletionRequest.job_id == job_id, DeletionRequest.status == "running")
-        .values(status="queued", updated_at=now)
+        .where(DeletionRequest.job_id == job_id, DeletionRequest.status == RequestStatus.RUNNING)
+        .values(status=RequestStatus.QUEUED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     release_model_lock(session, job.model_id, job_id)
@@ -334,8 +320,13 @@ def requeue_job(
         tenant_id=job.tenant_id,
         model=model.name,
         object_id=job_id,
-        payload={"attempts": job.attempts, "reason": json_safe(reason)},
+        payload={"attempts": job.attempts, "reason": json_safe(reason.to_dict())},
     )
-    row = enqueue_job(session, job_id)
-    log.warning("job_requeued", job_id=job_id, attempts=job.attempts, reason=reason)
-    return True, [row.id]
+    enqueue_job(session, job_id)
+    log.warning("job_requeued", job_id=job_id, attempts=job.attempts, reason=reason.to_dict())
+    return True
+
+
+def rowcount(result: Any) -> int:
+    # UPDATE results are CursorResults; the typed API returns the generic Result.
+    return int(result.rowcount or 0)

@@ -17,12 +17,12 @@ from service.context import ServiceContext
 from service.db import session_scope
 from service.deps import Principal
 from service.errors import conflict, not_found
-from service.jobs.lifecycle import TERMINAL_JOB, end_job
+from service.jobs.errors import JobError
+from service.jobs.lifecycle import end_job, rowcount
 from service.jobs.schemas import JobOut
+from service.jobs.states import TERMINAL_JOB, JobStatus
 from service.listing import ModelListQuery, page_model_rows
 from service.tables import DeletionRequest, Job, Model
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def to_out(job: Job, model_name: str, request_ids: list[str]) -> JobOut:
@@ -62,7 +62,8 @@ def _request_ids(db: Session, job_ids: list[str]) -> dict[str, list[str]]:
         .order_by(DeletionRequest.created_at, DeletionRequest.id)
     ).all()
     for job_id, req_id in rows:
-        out[job_id].append(req_id)
+        if job_id is not None:
+            out[job_id].append(req_id)
     return out
 
 
@@ -84,39 +85,37 @@ def get_job(db: Session, tenant_id: str, job_id: str) -> JobOut:
 
 
 def list_jobs(db: Session, tenant_id: str, query: ModelListQuery) -> tuple[list[JobOut], str | None]:
-    rows, names, next_cursor = page_model_rows(db, Job, tenant_id, query, statuses=JOB_STATUSES)
+    rows, names, next_cursor = page_model_rows(db, Job, tenant_id, query, statuses=tuple(JobStatus))
     reqs = _request_ids(db, [r.id for r in rows])
     return [to_out(r, names[r.model_id], reqs[r.id]) for r in rows], next_cursor
 
 
-def cancel_job(db: Session, principal: Principal, job_id: str) -> tuple[JobOut, list[int], bool]:
+def cancel_job(db: Session, principal: Principal, job_id: str) -> JobOut:
     """Cancel a queued job at once, or ask a running one to stop at its next step.
 
-    Returns the job, outbox rows to publish after commit, and whether its forget sets can be
-    purged now (the job ended). A finished job → 409.
+    A finished job → 409. A job cancelled here announces the model's next job and purges its
+    forget sets once the request's transaction commits.
     """
     job, name = _load(db, principal.tenant_id, job_id)
     if job.status in TERMINAL_JOB:
         raise conflict(f"job {job_id} already finished ({job.status})", job_status=job.status)
-    ended, outbox = False, []
-    if job.status == "queued":
-        ended, outbox = end_job(
-            db,
-            job_id,
-            status="cancelled",
-            error={"type": "Cancelled", "detail": f"cancelled by {principal.actor} before it started"},
-            actor=principal.actor,
-            from_status=("queued",),
-        )
+    ended = job.status == JobStatus.QUEUED and end_job(
+        db,
+        job_id,
+        status=JobStatus.CANCELLED,
+        error=JobError("Cancelled", f"cancelled by {principal.actor} before it started"),
+        actor=principal.actor,
+        from_status=JobStatus.QUEUED,
+    )
     if not ended:
         # Running (or claimed by a worker a moment ago): the worker stops at its next step.
         res = db.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
             .values(cancel_requested=True)
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount != 1:
+        if rowcount(res) != 1:
             job, _ = _load(db, principal.tenant_id, job_id)
             raise conflict(f"job {job_id} already finished ({job.status})", job_status=job.status)
         append_event(
@@ -129,7 +128,7 @@ def cancel_job(db: Session, principal: Principal, job_id: str) -> tuple[JobOut, 
             payload={},
         )
     job, name = _load(db, principal.tenant_id, job_id)
-    return to_out(job, name, _request_ids(db, [job_id])[job_id]), outbox, ended
+    return to_out(job, name, _request_ids(db, [job_id])[job_id])
 
 
 def _snapshot(ctx: ServiceContext, tenant_id: str, job_id: str) -> dict[str, Any]:

@@ -7,12 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service.deletions.logic import purge_forget_sets
 from service.deps import Context, DbSession, Principal, require
 from service.jobs import logic
 from service.jobs.schemas import JobOut, JobPage
 from service.listing import ModelListParams
-from service.outbox import publish_rows, publisher_for
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -32,13 +30,8 @@ def get_job(job_id: str, db: DbSession, principal: Reader) -> Any:
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, summary="Cancel a job")
-def cancel_job(job_id: str, ctx: Context, db: DbSession, principal: Canceller) -> Any:
-    out, outbox, ended = logic.cancel_job(db, principal, job_id)
-    db.commit()
-    if outbox:
-        publish_rows(ctx, publisher_for(ctx.settings), outbox)
-    if ended:
-        purge_forget_sets(ctx, out.deletion_requests)
+def cancel_job(job_id: str, db: DbSession, principal: Canceller) -> Any:
+    out = logic.cancel_job(db, principal, job_id)
     return JSONResponse(out.model_dump(mode="json"), status_code=202)
 
 

@@ -4,14 +4,16 @@ from the database at scrape time, so every API replica reports the same truth)."
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.jobs.states import JobStatus, RequestStatus
 from service.tables import DeletionRequest, Job, OutboxMessage
 
 _log = structlog.get_logger("service.metrics")
@@ -29,8 +31,8 @@ JOB_DURATION_BUCKETS: tuple[float, ...] = (
     3600.0,
     7200.0,
 )
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-REQUEST_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+JOB_STATUSES = tuple(str(s) for s in JobStatus)
+REQUEST_STATUSES = tuple(str(s) for s in RequestStatus)
 
 
 class HttpMetrics:
@@ -54,7 +56,7 @@ class HttpMetrics:
         self.latency.labels(method, route).observe(seconds)
 
 
-def _duration_seconds(session: Session) -> object:
+def _duration_seconds(session: Session) -> ColumnElement[Any]:
     # Portable "finished_at - started_at in seconds": SQLite stores ISO text, PostgreSQL timestamptz.
     if session.get_bind().dialect.name == "postgresql":
         return func.extract("epoch", Job.finished_at - Job.started_at)

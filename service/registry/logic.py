@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -10,10 +10,12 @@ from sqlalchemy.orm import Session
 from torch import nn
 
 from service.audit.logic import append_event
+from service.context import ServiceContext
+from service.db import session_scope
 from service.errors import Problem, conflict, not_found, unprocessable
-from service.storage import ArtifactStore
 from service.tables import Model, ModelVersion
 from unlearning import build_model
+from unlearning.architectures.registry import ModelSpec
 from unlearning.checkpoints import sha256_bytes, validate_checkpoint
 from unlearning.data import num_samples, validate_dataset
 
@@ -115,7 +117,7 @@ def check_architecture(task: str, architecture: dict[str, Any]) -> dict[str, Any
     """Validate an architecture spec by building it on the meta device; returns the normalised
     spec ({"name", "config"} with defaults filled in)."""
     module = build_model(architecture, device="meta")
-    spec = module.spec
+    spec = cast(ModelSpec, module.spec)  # every built model carries its spec
     if spec.task != task:
         raise Problem(
             422,
@@ -205,7 +207,7 @@ def create_model(
 
 def upload_version(
     session: Session,
-    storage: ArtifactStore,
+    ctx: ServiceContext,
     *,
     tenant_id: str,
     actor: str,
@@ -215,10 +217,11 @@ def upload_version(
     description: str | None,
 ) -> ModelVersion:
     """Validate everything first, store second, publish last: a refused upload leaves no trace."""
-    architecture = dict(get_model(session, tenant_id, model_name).architecture)
-    # End the read transaction before the CPU-bound checks: on SQLite every transaction holds
-    # the database's write lock (BEGIN IMMEDIATE), which workers need for their heartbeats.
-    session.commit()
+    # Read in a transaction of its own and validate outside any: on SQLite every transaction
+    # holds the database's write lock (BEGIN IMMEDIATE), which workers need for their heartbeats.
+    with session_scope(ctx.session_factory) as read:
+        architecture = dict(get_model(read, tenant_id, model_name).architecture)
+    storage = ctx.storage
     _state, sha = validate_checkpoint(architecture, checkpoint)
 
     eval_sha: str | None = None

@@ -76,7 +76,7 @@ async def upload_version(
     version = await run_in_threadpool(
         logic.upload_version,
         session,
-        ctx.storage,
+        ctx,
         tenant_id=principal.tenant_id,
         actor=principal.actor,
         model_name=name,

@@ -1,12 +1,17 @@
-"""The worker's acceptance policy on engine reports (pure function, no servers)."""
+"""The acceptance policy on engine reports (no servers)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from worker.runner import evaluate_policy
+from service.jobs.policy import AcceptancePolicy, PolicyDecision
 
-POLICY = {"max_eval_accuracy_drop": 0.05, "require_forgetting": True}
+POLICY = AcceptancePolicy(max_eval_accuracy_drop=0.05, require_forgetting=True)
+
+
+def evaluate_policy(policy: AcceptancePolicy, r: dict[str, Any]) -> dict[str, Any]:
+    decision: PolicyDecision = policy.evaluate(r)
+    return decision.to_dict()
 
 
 def report(before: dict[str, float], after: dict[str, float], **extra: Any) -> dict[str, Any]:

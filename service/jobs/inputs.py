@@ -1,0 +1,64 @@
+"""What a claimed job runs on: the base version's model and eval set, and its forget sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from service.context import ServiceContext
+from service.db import session_scope
+from service.jobs.lifecycle import Claim
+from service.tables import DeletionRequest, Model, ModelVersion
+from unlearning import InvalidInputError, build_model, load_checkpoint, validate_dataset
+from unlearning.data import concat_datasets
+
+
+@dataclass
+class JobInputs:
+    model: Any
+    forget: dict[str, Any]
+    eval: dict[str, Any] | None
+    base: ModelVersion
+    architecture: dict[str, Any]
+    request_ids: list[str]
+    digests: list[str]
+
+
+def load_inputs(ctx: ServiceContext, claim: Claim) -> JobInputs:
+    with session_scope(ctx.session_factory) as s:
+        model_row = s.get(Model, claim.model_id)
+        assert model_row is not None
+        base = s.scalars(
+            select(ModelVersion).where(
+                ModelVersion.model_id == claim.model_id, ModelVersion.version == claim.base_version
+            )
+        ).one()
+        requests = list(
+            s.scalars(
+                select(DeletionRequest)
+                .where(DeletionRequest.job_id == claim.job_id)
+                .order_by(DeletionRequest.created_at, DeletionRequest.id)
+            )
+        )
+        architecture = dict(model_row.architecture)
+    if not requests:
+        raise InvalidInputError("the job has no deletion requests")
+    model = build_model(architecture)
+    load_checkpoint(model, ctx.storage.read_bytes(base.storage_key))
+    model.eval()
+    eval_set = (
+        validate_dataset(ctx.storage.read_bytes(base.eval_set_key), architecture)
+        if base.eval_set_key
+        else None
+    )
+    forget_sets, digests = [], []
+    for r in requests:
+        if r.forget_set_key is None:
+            # Not retryable: the bytes are gone (purged); the client must submit the request again.
+            raise InvalidInputError(f"the forget set of request {r.id} is no longer stored")
+        forget_sets.append(validate_dataset(ctx.storage.read_bytes(r.forget_set_key), architecture))
+        digests.extend(r.sample_digests or [])
+    forget = concat_datasets(forget_sets) if len(forget_sets) > 1 else forget_sets[0]
+    return JobInputs(model, forget, eval_set, base, architecture, [r.id for r in requests], digests)

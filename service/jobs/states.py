@@ -1,0 +1,43 @@
+"""States of jobs and deletion requests, and how one run of a job can end."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RequestStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_REQUEST = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
+# A job's requests end as the job ends.
+REQUEST_STATUS_FOR_JOB = {
+    JobStatus.SUCCEEDED: RequestStatus.COMPLETED,
+    JobStatus.FAILED: RequestStatus.FAILED,
+    JobStatus.CANCELLED: RequestStatus.CANCELLED,
+}
+
+
+class RunOutcome(StrEnum):
+    """What one delivery of a job did (the Celery task's return value, and the tests' oracle)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REQUEUED = "requeued"
+    NOT_CLAIMABLE = "not_claimable"  # finished, taken by a live worker, out of attempts, or unknown
+    MODEL_BUSY = "model_busy"  # another job of the model runs; the message is retried later
+    LOST_LEASE = "lost_lease"  # another worker or the reconciler took the job over
