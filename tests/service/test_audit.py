@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,9 @@ from tests.service_fixtures import ApiClient
 
 
 @pytest.fixture
-def sessions(db_url: str) -> sessionmaker[Session]:
-    upgrade(db_url)
-    engine = make_engine(db_url)
+def sessions(fresh_db_url: str) -> Iterator[sessionmaker[Session]]:
+    """A database of the test's own, migrated: each chain starts pristine at the genesis hash."""
+    engine = make_engine(fresh_db_url)
     yield make_session_factory(engine)
     engine.dispose()
 

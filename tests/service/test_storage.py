@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import fsspec
 import pytest
@@ -94,7 +95,18 @@ class FlakyMemoryFileSystem(MemoryFileSystem):
         return super().cat_file(path, *args, **kwargs)
 
 
-def test_transient_store_errors_are_retried_and_missing_objects_are_not() -> None:
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Retries without the real waits between them (they add seconds, not coverage); the waits
+    asked for are recorded."""
+    import tenacity.nap
+
+    waits: list[float] = []
+    monkeypatch.setattr(tenacity.nap, "time", SimpleNamespace(sleep=waits.append))
+    return waits
+
+
+def test_transient_store_errors_are_retried_and_missing_objects_are_not(no_backoff: list[float]) -> None:
     fsspec.register_implementation("flakymem", FlakyMemoryFileSystem, clobber=True)
     store = ArtifactStore(f"flakymem://retry-{uuid.uuid4().hex}")
     FlakyMemoryFileSystem.failures_left = 2
