@@ -29,6 +29,7 @@ from unlearning.errors import (
     UnlearningError,
 )
 from unlearning.methods import get_method, list_methods, unlearn
+from unlearning.report import UnlearnReport
 from unlearning.types import Dataset, UnlearnResult
 from unlearning.verification import evaluate, mia_auc
 
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidInputError",
     "ModelSpec",
     "ParamsError",
+    "UnlearnReport",
     "UnlearnResult",
     "UnlearningError",
     "build_model",

@@ -31,7 +31,7 @@ from unlearning.checkpoints import load_checkpoint, save_checkpoint
 from unlearning.data import save_dataset, validate_dataset
 from unlearning.errors import InvalidInputError, UnlearningError
 from unlearning.methods import list_methods, recommended_params, unlearn
-from unlearning.verification import measure, param_l2_change
+from unlearning.verification import measure
 
 app = typer.Typer(
     name="unlearn",
@@ -194,7 +194,6 @@ def run(
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InvalidInputError(f"--device {device}: CUDA is not available on this machine")
 
-        started = time.perf_counter()
         kwargs: dict[str, Any] = {
             "eval": eval_data,
             "retain": retain_data,
@@ -219,18 +218,10 @@ def run(
 
                 result = unlearn(method, model, forget_data, method_params, progress=on_progress, **kwargs)
                 bar.update(task_id, description="done", completed=1.0)
-        elapsed = time.perf_counter() - started
-
         out.parent.mkdir(parents=True, exist_ok=True)
         sha256 = save_checkpoint(result.model, out)
 
-    report = dict(result.report)
-    # The table needs before/after; compute them here when a method's report lacks them.
-    if "before" not in report or "after" not in report:
-        report.setdefault("before", measure(model, forget_data, eval_data))
-        report.setdefault("after", measure(result.model, forget_data, eval_data))
-    report.setdefault("param_l2_change", param_l2_change(model, result.model))
-    report.setdefault("elapsed_s", elapsed)
+    report = result.report.to_dict()
 
     if as_json:
         payload = {"method": method, "out": str(out), "sha256": sha256, "report": report}

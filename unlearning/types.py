@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
+
+from unlearning.report import UnlearnReport
 
 Task = Literal["classification", "causal-lm"]
 
@@ -22,10 +24,10 @@ CancelFn = Callable[[], bool]
 
 @dataclass
 class UnlearnResult:
-    """What every method returns: a new model (the input one is untouched) and a report."""
+    """What ``unlearn()`` returns: a new model (the input one is untouched) and its report."""
 
     model: nn.Module
-    report: dict[str, Any] = field(default_factory=dict)
+    report: UnlearnReport
 
     @property
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from torch import nn
 from unlearning import build_model
 from unlearning.errors import ParamsError
 from unlearning.methods import unlearn
-from unlearning.methods.imu import CLASS_FORGET_ACCURACY_TARGET, split_by_class
+from unlearning.methods.ascent import CLASS_FORGET_ACCURACY_TARGET, split_by_class
 from unlearning.training import train
 from unlearning.verification import evaluate
 

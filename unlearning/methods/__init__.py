@@ -2,181 +2,26 @@
 
 Registered: ``imu`` (default of the service; ``{"preset": "adaptive"}`` is the setting that forgets
 on small memorising models without collapsing them), ``ga``, ``iau`` and ``retrain`` (these two need
-the retain set).
-
-With ``scope="class"`` (imu, ga) the eval accuracy of the whole eval set is expected to fall (the
-forgotten classes' eval samples should no longer be recognised), so the report adds
-``other_classes_eval`` = {"before", "after"} accuracy and loss on the eval samples of the other
-classes: the utility an acceptance policy should compare.
+the retain set). A method is a function of one :class:`RunContext` (see ``registry.py``).
 """
 
 from __future__ import annotations
 
-import copy
-import os
-import random
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
-
-from unlearning.batching import resolve_device
-from unlearning.errors import DivergedError, ParamsError
 from unlearning.methods import ga, iau, imu, retrain  # noqa: F401  (registers the methods)
-from unlearning.methods.base import (
-    MethodParams,
-    MethodSpec,
-    all_finite,
-    check_cancel,
-    get_method,
-    list_methods,
-    register_method,
-)
-from unlearning.methods.imu import split_by_class
-from unlearning.samples import infer_task, num_samples
-from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
-from unlearning.verification import evaluate, measure, param_l2_change
+from unlearning.methods.context import MethodOutcome, RunContext
+from unlearning.methods.params import RECOMMENDED_PARAMS, MethodParams, recommended_params
+from unlearning.methods.registry import MethodSpec, get_method, list_methods, register_method
+from unlearning.methods.runner import unlearn
 
 __all__ = [
     "RECOMMENDED_PARAMS",
+    "MethodOutcome",
     "MethodParams",
     "MethodSpec",
+    "RunContext",
     "get_method",
     "list_methods",
     "recommended_params",
     "register_method",
     "unlearn",
 ]
-
-# What the service and the CLI run when a caller gives no params: ``{}`` is each method's paper
-# recipe, which does not transfer to small models (see methods/imu.py); callers' params refine
-# these (``{"preset": "official"}`` gets the paper's recipe back).
-RECOMMENDED_PARAMS: dict[str, dict[str, Any]] = {
-    "imu": {"preset": "adaptive"},
-    "ga": {"preset": "adaptive"},
-}
-
-
-def recommended_params(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The method's recommended params refined by the caller's."""
-    return {**RECOMMENDED_PARAMS.get(method, {}), **(params or {})}
-
-
-@contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed every RNG and ask for deterministic kernels; the previous global settings come back after."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    prev_alg = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(prev_alg, warn_only=prev_warn)
-            torch.backends.cudnn.benchmark = prev_bench
-
-
-class _Progress:
-    """Maps a method's own fractions into [0.05, 0.95] and never lets the overall fraction go back."""
-
-    def __init__(self, fn: ProgressFn | None, should_cancel: CancelFn | None) -> None:
-        self.fn, self.should_cancel, self.last = fn, should_cancel, 0.0
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        check_cancel(self.should_cancel)
-        self.last = max(self.last, min(max(float(fraction), 0.0), 1.0))
-        if self.fn is not None:
-            self.fn(stage, self.last)
-
-    def inner(self, stage: str, fraction: float) -> None:
-        self(stage, 0.05 + 0.9 * min(max(float(fraction), 0.0), 1.0))
-
-
-def unlearn(
-    method: str,
-    model: nn.Module,
-    forget: Dataset,
-    params: dict[str, Any] | MethodParams | None = None,
-    *,
-    eval: Dataset | None = None,
-    retain: Dataset | None = None,
-    device: str | torch.device = "auto",
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    should_cancel: CancelFn | None = None,
-) -> UnlearnResult:
-    """Run ``method`` on a private copy of ``model``; the input model is never modified.
-
-    Returns the new model on CPU and a report: method, params (resolved, with defaults), device,
-    seed, before/after metrics M, elapsed_s (all of it), method_s (the method alone),
-    param_l2_change and the method's own entries.
-    Raises ParamsError (bad method/params, missing retain set), DivergedError (NaN/Inf),
-    CancelledError (``should_cancel()`` became true).
-    """
-    spec = get_method(method)
-    resolved = spec.parse_params(params)
-    if num_samples(forget) == 0:
-        raise ParamsError("the forget set is empty")
-    if spec.requires_retain and (retain is None or num_samples(retain) == 0):
-        raise ParamsError(f"method {method!r} needs the retain set (retain=...)")
-    task = infer_task(forget)
-    dev = resolve_device(device)
-    others = None
-    if getattr(resolved, "scope", "samples") == "class":
-        others = split_by_class(forget, eval)[1]  # also rejects a forget set without classes, before any work
-    prog = _Progress(progress, should_cancel)
-    start = time.perf_counter()
-    with deterministic(seed):
-        prog("prepare", 0.0)
-        work = copy.deepcopy(model).to(dev)
-        before = measure(work, forget, eval, task=task, device=dev)
-        before_others = evaluate(work, others, task=task, device=dev) if others is not None else None
-        prog("measure", 0.05)
-        method_start = time.perf_counter()
-        result = spec.fn(
-            work,
-            forget,
-            resolved,
-            eval=eval,
-            retain=retain,
-            device=dev,
-            seed=seed,
-            progress=prog.inner,
-            should_cancel=should_cancel,
-        )
-        new = result.model
-        method_s = time.perf_counter() - method_start
-        if not all_finite(new):
-            raise DivergedError(f"{method} produced NaN/Inf parameters; the input model is unchanged")
-        prog("verify", 0.95)
-        after = measure(new, forget, eval, task=task, device=dev)
-        after_others = evaluate(new, others, task=task, device=dev) if others is not None else None
-    new = new.cpu().eval()
-    report: dict[str, Any] = {
-        "method": method,
-        "params": resolved.model_dump(mode="json"),
-        "device": str(dev),
-        "seed": seed,
-        "before": before,
-        "after": after,
-        "elapsed_s": time.perf_counter() - start,
-        # The method alone, without the copy and the before/after verification around it: the
-        # figure to set beside the time of retraining.
-        "method_s": method_s,
-        "param_l2_change": param_l2_change(model, new),
-        **result.report,
-    }
-    if before_others is not None:
-        report["other_classes_eval"] = {"before": before_others, "after": after_others}
-    prog("done", 1.0)
-    return UnlearnResult(new, report)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from unlearning.methods.base import register_method
-from unlearning.methods.imu import AscentParams, plan_checks, run_ascent
+from unlearning.methods.ascent import AscentParams, ascend
+from unlearning.methods.context import MethodOutcome, RunContext
+from unlearning.methods.registry import register_method
 from unlearning.samples import num_samples
-from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 
 
 class GAParams(AscentParams):
@@ -22,31 +22,7 @@ class GAParams(AscentParams):
 
 
 @register_method("ga", params=GAParams)
-def unlearn(
-    model: torch.nn.Module,
-    forget: Dataset,
-    params: GAParams,
-    *,
-    eval: Dataset | None,
-    retain: Dataset | None,
-    device: torch.device,
-    seed: int,
-    progress: ProgressFn,
-    should_cancel: CancelFn,
-) -> UnlearnResult:
+def unlearn(ctx: RunContext[GAParams]) -> MethodOutcome:
     """Gradient ascent with equal weights on every forget sample."""
-    plan_checks(params, forget, eval)  # fail on params that cannot run before any work
-    n = num_samples(forget)
-    report = run_ascent(
-        model,
-        forget,
-        torch.ones(n),
-        params,
-        eval=eval,
-        device=device,
-        seed=seed,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
-    report["n_selected"] = n
-    return UnlearnResult(model, report)
+    n = num_samples(ctx.forget)
+    return ascend(ctx, lambda: (torch.ones(n), {"n_selected": n}))

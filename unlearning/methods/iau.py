@@ -18,10 +18,13 @@ from pydantic import Field
 from unlearning.batching import iterate_batches
 from unlearning.budgets import output_size
 from unlearning.losses import logits, loss_from_logits
-from unlearning.methods.base import MethodParams, check_cancel, check_finite_loss, register_method
-from unlearning.samples import infer_task, num_samples
-from unlearning.targets import resolve_target, target_params
-from unlearning.types import CancelFn, Dataset, ProgressFn, Task, UnlearnResult
+from unlearning.methods.context import MethodOutcome, RunContext
+from unlearning.methods.params import MethodParams
+from unlearning.methods.registry import register_method
+from unlearning.methods.safety import check_finite_loss
+from unlearning.samples import num_samples
+from unlearning.targets import focus_on, resolve_target
+from unlearning.types import Dataset
 
 
 class IAUParams(MethodParams):
@@ -32,21 +35,16 @@ class IAUParams(MethodParams):
 
 
 def mean_gradient(
-    model: torch.nn.Module,
-    data: Dataset,
-    theta: list[torch.nn.Parameter],
-    task: Task,
-    batch_size: int,
-    device: torch.device,
-    should_cancel: CancelFn,
+    ctx: RunContext[IAUParams], data: Dataset, theta: list[torch.nn.Parameter]
 ) -> list[torch.Tensor]:
     """∇θ of the mean per-sample loss over the whole data set, accumulated batch by batch."""
-    n = num_samples(data)
+    model, n = ctx.model, num_samples(data)
     total = [torch.zeros_like(p) for p in theta]
-    # A batch of a language model's logits is [B, T, V]: let the budget in budgets.py bound B.
-    for batch in iterate_batches(data, batch_size, device=device, num_outputs=output_size(model)):
-        check_cancel(should_cancel)
-        loss = loss_from_logits(logits(model, batch), batch, task).sum() / n
+    # A batch of a language model's logits is [B, T, V]: let the logits budget bound B.
+    batches = iterate_batches(data, ctx.params.batch_size, device=ctx.device, num_outputs=output_size(model))
+    for batch in batches:
+        ctx.check_cancel()
+        loss = loss_from_logits(logits(model, batch), batch, ctx.task).sum() / n
         check_finite_loss(loss, "IAU gradient")
         # A parameter outside the forward (allow_unused) keeps a zero gradient: Adam leaves it as it is.
         for acc, g in zip(total, torch.autograd.grad(loss, theta, allow_unused=True), strict=True):
@@ -56,38 +54,20 @@ def mean_gradient(
 
 
 @register_method("iau", params=IAUParams, requires_retain=True)
-def unlearn(
-    model: torch.nn.Module,
-    forget: Dataset,
-    params: IAUParams,
-    *,
-    eval: Dataset | None,
-    retain: Dataset | None,
-    device: torch.device,
-    seed: int,
-    progress: ProgressFn,
-    should_cancel: CancelFn,
-) -> UnlearnResult:
+def unlearn(ctx: RunContext[IAUParams]) -> MethodOutcome:
     """Influence approximation: Adam step(s) on ∇L̄(retain) − ∇L̄(forget) (needs the retain set)."""
+    retain, params = ctx.retain, ctx.params
     assert retain is not None  # the top-level unlearn enforces requires_retain
-    task = infer_task(forget)
-    names = resolve_target(model, params.target)
-    theta = target_params(model, names)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in theta:
-        p.requires_grad_(True)
-    model.eval()
-    opt = torch.optim.Adam(theta, lr=params.lr)
-    for step in range(params.steps):
-        g_r = mean_gradient(model, retain, theta, task, params.batch_size, device, should_cancel)
-        g_f = mean_gradient(model, forget, theta, task, params.batch_size, device, should_cancel)
-        for p, a, b in zip(theta, g_r, g_f, strict=True):
-            p.grad = a - b
-        opt.step()
-        progress("unlearn", (step + 1) / params.steps)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return UnlearnResult(
-        model, {"steps": params.steps, "target_params": names, "n_retain": num_samples(retain)}
+    names = resolve_target(ctx.model, params.target)
+    with focus_on(ctx.model, names) as theta:
+        opt = torch.optim.Adam(theta, lr=params.lr)
+        for step in range(params.steps):
+            g_r = mean_gradient(ctx, retain, theta)
+            g_f = mean_gradient(ctx, ctx.forget, theta)
+            for p, a, b in zip(theta, g_r, g_f, strict=True):
+                p.grad = a - b
+            opt.step()
+            ctx.progress("unlearn", (step + 1) / params.steps)
+    return MethodOutcome(
+        ctx.model, {"steps": params.steps, "target_params": names, "n_retain": num_samples(retain)}
     )

@@ -13,9 +13,10 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from unlearning.methods.base import MethodParams, register_method
+from unlearning.methods.context import MethodOutcome, RunContext
+from unlearning.methods.params import MethodParams
+from unlearning.methods.registry import register_method
 from unlearning.training import train
-from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
 
 
 class RetrainParams(MethodParams):
@@ -48,23 +49,14 @@ def reinitialise(model: torch.nn.Module, seed: int) -> list[str]:
 
 
 @register_method("retrain", params=RetrainParams, requires_retain=True)
-def unlearn(
-    model: torch.nn.Module,
-    forget: Dataset,
-    params: RetrainParams,
-    *,
-    eval: Dataset | None,
-    retain: Dataset | None,
-    device: torch.device,
-    seed: int,
-    progress: ProgressFn,
-    should_cancel: CancelFn,
-) -> UnlearnResult:
+def unlearn(ctx: RunContext[RetrainParams]) -> MethodOutcome:
     """Retrain a freshly initialised model of the same architecture on the retain set."""
+    retain, params = ctx.retain, ctx.params
     assert retain is not None  # the top-level unlearn enforces requires_retain
-    generic = reinitialise(model, seed)
+    generic = reinitialise(ctx.model, ctx.seed)
+    progress = ctx.progress
     recipe: dict[str, Any] = train(
-        model,
+        ctx.model,
         retain,
         epochs=params.epochs,
         lr=params.lr,
@@ -72,11 +64,11 @@ def unlearn(
         optimizer=params.optimizer,
         momentum=params.momentum,
         weight_decay=params.weight_decay,
-        seed=seed,
-        device=device,
+        seed=ctx.seed,
+        device=ctx.device,
         gradient_restriction_alpha=params.gradient_restriction_alpha,
         progress=lambda _stage, f: progress("retrain", f),
-        should_cancel=should_cancel,
+        should_cancel=ctx.should_cancel,
     )
     recipe["reinitialised_generic"] = generic
-    return UnlearnResult(model, {"recipe": recipe, "epochs_run": params.epochs})
+    return MethodOutcome(ctx.model, {"recipe": recipe, "epochs_run": params.epochs})

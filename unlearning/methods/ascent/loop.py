@@ -1,0 +1,275 @@
+"""The weighted gradient-ascent loop on θ over the forget samples with weight > 0.
+
+One :class:`AscentLoop` is one run; its attributes are the loop's state (step and check counters, θ
+at the last accepted check, why it stopped), its methods the parts of a run: :meth:`step` (one
+optimiser step), :meth:`check` (evaluate θ, accept it or send it back, decide whether to stop) and
+:meth:`run` (epochs of steps between checks). What a step minimises is the :class:`Objective`; how
+the rate evolves is the :class:`StepSchedule`; what the checks compare is the :class:`CheckPlan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from unlearning.batching import iterate_batches
+from unlearning.methods.ascent.checks import Check, Checker, UtilityGuard
+from unlearning.methods.ascent.features import cache_features
+from unlearning.methods.ascent.objective import Objective, WeightedAscent
+from unlearning.methods.ascent.params import AscentParams
+from unlearning.methods.ascent.plan import CheckPlan
+from unlearning.methods.ascent.schedule import AdaptiveSchedule, ConstantSchedule, StepSchedule
+from unlearning.methods.context import RunContext
+from unlearning.methods.safety import check_finite_loss
+from unlearning.samples import num_samples, take
+from unlearning.targets import ClosedFormNotApplicable, focus_on, resolve_target
+from unlearning.types import Dataset
+
+# The per-sample weights ride along in the batches of the selected samples under this key.
+WEIGHT_KEY = "__weight__"
+
+
+class AscentLoop:
+    """Weighted gradient ascent on θ (``params.target``) of ``ctx.model``, in place.
+
+    ``weights`` [N] weigh the forget samples (zero: not selected); ``reweight``, when given, computes
+    them again on the current model at the start of every epoch after the first.
+    """
+
+    def __init__(
+        self,
+        ctx: RunContext[AscentParams],
+        plan: CheckPlan,
+        weights: torch.Tensor,
+        *,
+        reweight: Callable[[], torch.Tensor] | None = None,
+        objective: Objective | None = None,
+    ) -> None:
+        self.ctx, self.params, self.plan = ctx, ctx.params, plan
+        self.weights, self.reweight = weights, reweight
+        self.objective = objective if objective is not None else WeightedAscent()
+        self.names = resolve_target(ctx.model, self.params.target)
+        # The report's counters and outcome.
+        self.epochs_run = 0
+        self.steps = 0
+        self.since_safe = 0  # steps since the last accepted check
+        self.backtracks = 0  # θ sent back to the last accepted check
+        self.stopped = False
+        self.stop_reason: str | None = None
+        self.rejected: Check | None = None  # the check the guard rejected when the loop stopped
+        self.last: Check | None = None  # the last accepted check
+        self.note: str | None = None
+        self.features_cached = False
+        self.feature_cache_skipped: str | None = None
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _prepare(self, theta: list[torch.nn.Parameter]) -> None:
+        """The model and data sets the steps and checks run on, the optimiser and the schedule."""
+        ctx, params, plan, dev = self.ctx, self.params, self.plan, self.ctx.device
+        self.theta = theta
+        # Features instead of inputs, and the head instead of the model, when θ is a final head.
+        self.net: torch.nn.Module = ctx.model
+        self.f_set: Dataset = ctx.forget
+        u_set, x_set = plan.utility, plan.unseen
+        if params.cache_features:
+            try:
+                sets = [ctx.forget, plan.utility, plan.unseen if plan.unseen is not plan.utility else None]
+                self.net, cached = cache_features(ctx.model, self.names, sets, dev)
+                assert cached[0] is not None
+                self.f_set, u_set = cached[0], cached[1]
+                x_set = u_set if plan.unseen is plan.utility else cached[2]
+                self.features_cached = True
+            except ClosedFormNotApplicable as exc:
+                self.feature_cache_skipped = str(exc)
+        self.checker = Checker(
+            self.net,
+            self.f_set,
+            u_set,
+            x_set,
+            mode=plan.mode,
+            params=params,
+            task=ctx.task,
+            device=ctx.device,
+        )
+        drop = params.max_eval_drop  # the guard needs checks and eval samples to guard
+        self.guard = UtilityGuard(drop) if plan.mode and u_set is not None and drop is not None else None
+        n_theta = sum(p.numel() for p in theta)
+        self.l1_coef = params.alpha if params.alpha_mode == "sum" else params.alpha / n_theta
+        self.opt = torch.optim.SGD(
+            theta, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
+        )
+        # The adaptive schedule decides the rate at every check, so it needs checks (a stopping rule).
+        self.schedule: StepSchedule = (
+            AdaptiveSchedule(params)
+            if params.step_schedule == "adaptive" and plan.mode is not None
+            else ConstantSchedule(self.opt, params.milestones, params.gamma)
+        )
+        self.safe = [p.detach().clone() for p in theta]  # θ at the last accepted check
+        self.generator = torch.Generator().manual_seed(ctx.seed)
+        self.max_epochs = params.max_epochs if plan.mode else params.epochs
+
+    def _selection(self) -> dict[str, torch.Tensor] | None:
+        """The forget samples with weight > 0 and their weights; None when there are none."""
+        selected = torch.nonzero(self.weights > 0).squeeze(1)
+        if selected.numel() == 0:
+            return None
+        subset = take(self.f_set, selected)
+        subset[WEIGHT_KEY] = self.weights[selected].float()
+        return subset
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    def step(self, batch: dict[str, torch.Tensor], epoch: int) -> None:
+        """One optimiser step on a batch of the selected samples (with their weights)."""
+        w = batch.pop(WEIGHT_KEY)
+        loss = self.objective(self.net, batch, w, self.ctx.task)
+        check_finite_loss(loss, f"epoch {epoch}, step {self.steps}")
+        # A parameter of θ outside the forward (target "all" on a model with unused parameters) gets
+        # no gradient: SGD then skips it (no weight decay either), as after a plain backward().
+        grads = torch.autograd.grad(loss, self.theta, allow_unused=True)
+        self._set_grads(grads)
+        self.schedule.before_step(self.opt)
+        self.opt.step()
+        self.steps += 1
+        self.since_safe += 1
+
+    def _set_grads(self, grads: Sequence[torch.Tensor | None]) -> None:
+        """θ's ``.grad``: the loss gradient, rescaled with relative steps, plus the L1 term."""
+        scale = 1.0
+        if self.params.lr_mode == "relative":
+            # Every step moves θ by lr·‖θ‖ whatever the gradient scale: on memorised samples CE ≈ 0
+            # and the raw gradient vanishes. float64: its square underflows float32.
+            g_norm = torch.linalg.vector_norm(
+                torch.cat([g.reshape(-1) for g in grads if g is not None]), dtype=torch.float64
+            )
+            t_norm = torch.linalg.vector_norm(
+                torch.cat([p.detach().reshape(-1) for p in self.theta]), dtype=torch.float64
+            )
+            scale = float(t_norm / g_norm.clamp_min(1e-30))
+        # d/dθ of α‖θ‖₁ is α·sign(θ); it is added after the rescaling so α keeps its meaning.
+        for p, g in zip(self.theta, grads, strict=True):
+            d = None if g is None else g * scale
+            if self.l1_coef:
+                l1 = self.l1_coef * torch.sign(p.detach())
+                d = l1 if d is None else d + l1
+            p.grad = d
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check(self) -> bool:
+        """One check: accept θ or send it back; True when the loop should stop."""
+        now = self.checker()
+        tripped = self.guard is not None and self.guard.trips(now.metrics)
+        reached = not tripped and self.checker.reached(now.metrics)
+        if self.since_safe > 0 and self.schedule.backtracks(tripped, reached):
+            self._back_to_safe()
+            if self.schedule.after_backtrack(tripped, now if tripped else None):
+                return self._stop("max_eval_drop", self.schedule.rejected)
+            return False
+        if tripped:
+            # Utility guard: back to the last θ within the allowed eval-accuracy drop, and stop; the
+            # last accepted check stays that θ's, the rejected one is reported beside it.
+            self._back_to_safe()
+            return self._stop("max_eval_drop", now)
+        self._accept(now)
+        if reached:
+            return self._stop("target_reached", None)
+        if self.schedule.after_accept(first=self.checker.count == 1):
+            return self._stop("max_eval_drop", self.schedule.rejected)
+        return False
+
+    def _accept(self, now: Check) -> None:
+        for p, q in zip(self.theta, self.safe, strict=True):
+            q.copy_(p.detach())
+        self.since_safe = 0
+        self.last = now
+
+    def _back_to_safe(self) -> None:
+        with torch.no_grad():
+            for p, q in zip(self.theta, self.safe, strict=True):
+                p.copy_(q)
+        self.opt.state.clear()  # momentum of the rejected steps must not carry on
+        self.backtracks += 1
+        self.since_safe = 0
+
+    def _stop(self, reason: str, rejected: Check | None) -> bool:
+        self.stop_reason, self.rejected = reason, rejected
+        return True
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Epochs of steps with checks (before the first step, after every epoch or every
+        ``check_every`` steps) until the stopping rule or the epoch budget ends it; report entries."""
+        with focus_on(self.ctx.model, self.names) as theta:
+            self._prepare(theta)
+            self._epochs()
+        return self.report()
+
+    def _epochs(self) -> None:
+        ctx, params, mode = self.ctx, self.params, self.plan.mode
+        check_every = params.check_every
+        stopped = mode is not None and self.check()
+        subset: dict[str, torch.Tensor] | None = None
+        for epoch in range(self.max_epochs):
+            if stopped:
+                break
+            if epoch > 0 and self.reweight is not None:
+                self.weights = self.reweight()
+                subset = None
+            if subset is None:
+                subset = self._selection()
+                if subset is None:
+                    self.note = "no sample selected: nothing to ascend on"
+                    break
+            batches = iterate_batches(
+                subset, params.batch_size, shuffle=True, generator=self.generator, device=ctx.device
+            )
+            for batch in batches:
+                ctx.check_cancel()
+                self.step(batch, epoch)
+                if mode and check_every and self.steps % check_every == 0 and self.check():
+                    stopped = True
+                    break
+            self.schedule.end_epoch()
+            self.epochs_run = epoch + 1
+            if mode and not stopped and not check_every:
+                stopped = self.check()
+            ctx.progress("unlearn", (epoch + 1) / self.max_epochs)
+        self.stopped = stopped
+
+    def report(self) -> dict[str, Any]:
+        params, plan, mode = self.params, self.plan, self.plan.mode
+        out: dict[str, Any] = {
+            "early_stop": mode,
+            "scope": params.scope,
+            "target_params": self.names,
+            "epochs_run": self.epochs_run,
+            "steps": self.steps,
+        }
+        if plan.classes is not None:
+            out["forgotten_classes"] = plan.classes
+            out["n_eval_excluded"] = num_samples(plan.unseen) if plan.unseen is not None else 0
+        if mode == "forget_accuracy":
+            out["forget_accuracy_target"] = params.forget_accuracy_target
+        out["features_cached"] = self.features_cached
+        if self.feature_cache_skipped is not None:
+            out["feature_cache_skipped"] = self.feature_cache_skipped
+        out["step_schedule"] = self.schedule.name
+        if self.note is not None:
+            out["note"] = self.note
+        if self.stop_reason is not None:
+            out["stop_reason"] = self.stop_reason
+        if self.rejected is not None:
+            out["rejected_check"] = self.checker.reported(self.rejected)
+        out["checks"] = self.checker.count
+        out["backtracks"] = self.backtracks
+        out["stopped_early"] = mode is not None and self.stopped
+        if mode:
+            out["target_reached"] = self.stop_reason == "target_reached"
+            out["last_check"] = self.checker.reported(self.last)
+        out["final_lr"] = out["final_step_size"] = self.schedule.final_lr(self.opt)
+        return out
