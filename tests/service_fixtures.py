@@ -23,6 +23,7 @@ before each test.
   by the tests that ask for the same settings: paths under the test's tmp_path are rebased onto
   a folder of the app's own, so read paths from ``api.settings``, not from tmp_path. Settings on
   any other database get an app of the test's own, as before. ``sqlite_api``: the same on SQLite.
+  ``make_api(**overrides)``: the same with other settings (a body limit, a broker...).
 - ``mlp_checkpoint`` / ``make_checkpoint`` / ``make_dataset``: safetensors bytes built with the engine.
 """
 
@@ -35,7 +36,7 @@ import os
 import shutil
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -532,6 +533,20 @@ def sqlite_api(tmp_path: Path, shared_sqlite_url: str, app_pool: AppPool) -> Ite
     """The API on SQLite only, for tests where the backend does not matter."""
     with app_pool.client(make_settings(tmp_path, database_url=shared_sqlite_url), tmp_path) as client:
         yield client
+
+
+@pytest.fixture
+def make_api(tmp_path: Path, shared_sqlite_url: str, app_pool: AppPool) -> Iterator[Callable[..., ApiClient]]:
+    """``make_api(**overrides)``: a client on the API with other settings (``make_settings``'s
+    arguments), on the session's SQLite database unless ``database_url`` says otherwise. Apps
+    are shared with the tests that ask for the same settings, like ``api``'s."""
+    with contextlib.ExitStack() as stack:
+
+        def factory(**overrides: Any) -> ApiClient:
+            overrides.setdefault("database_url", shared_sqlite_url)
+            return stack.enter_context(app_pool.client(make_settings(tmp_path, **overrides), tmp_path))
+
+        yield factory
 
 
 # --- tensors built with the engine -----------------------------------------------------------------

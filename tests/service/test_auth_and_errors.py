@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -129,10 +131,11 @@ def test_unknown_query_parameter_is_422(sqlite_api: ApiClient) -> None:
     assert sqlite_api.get("/v1/audit", params={"model": "x"}).status_code == 200
 
 
-def test_unhandled_error_is_500_without_internals(tmp_path) -> None:
+def test_unhandled_error_is_500_without_internals(tmp_path, shared_sqlite_url: str) -> None:
     from service.app import create_app
 
-    app = create_app(make_settings(tmp_path))
+    # An app of its own (the test adds a route to it), on the session's database.
+    app = create_app(make_settings(tmp_path, database_url=shared_sqlite_url))
     boom = APIRouter()
 
     @boom.get("/boom")
@@ -149,34 +152,33 @@ def test_unhandled_error_is_500_without_internals(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_oversize_body_is_413(tmp_path, chunked: bool, mlp_checkpoint: bytes) -> None:
-    client = start_api(make_settings(tmp_path, max_body_bytes=1024))
-    try:
-        client.create_model("m")
-        # A well-formed multipart body, so that only its size can be the reason for refusal.
-        payload = (
-            b'--zzz\r\nContent-Disposition: form-data; name="checkpoint"; filename="c"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 4096 + b"\r\n--zzz--\r\n"
+def test_oversize_body_is_413(
+    make_api: Callable[..., ApiClient], chunked: bool, mlp_checkpoint: bytes
+) -> None:
+    client = make_api(max_body_bytes=1024)
+    client.create_model("m")
+    # A well-formed multipart body, so that only its size can be the reason for refusal.
+    payload = (
+        b'--zzz\r\nContent-Disposition: form-data; name="checkpoint"; filename="c"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 4096 + b"\r\n--zzz--\r\n"
+    )
+
+    def gen():
+        for i in range(0, len(payload), 512):
+            yield payload[i : i + 512]
+
+    if chunked:
+        r = client.post(
+            "/v1/models/m/versions",
+            content=gen(),
+            headers={"Content-Type": "multipart/form-data; boundary=zzz"},
         )
-
-        def gen():
-            for i in range(0, len(payload), 512):
-                yield payload[i : i + 512]
-
-        if chunked:
-            r = client.post(
-                "/v1/models/m/versions",
-                content=gen(),
-                headers={"Content-Type": "multipart/form-data; boundary=zzz"},
-            )
-        else:
-            r = client.post("/v1/models/m/versions", files={"checkpoint": ("c", mlp_checkpoint)})
-        body = assert_problem(r, 413)
-        assert "1024" in body["detail"]
-        assert client.ctx.storage.keys() == []
-        client.create_model("n")  # small bodies still pass
-    finally:
-        client.__exit__(None, None, None)
+    else:
+        r = client.post("/v1/models/m/versions", files={"checkpoint": ("c", mlp_checkpoint)})
+    body = assert_problem(r, 413)
+    assert "1024" in body["detail"]
+    assert client.ctx.storage.keys() == []
+    client.create_model("n")  # small bodies still pass
 
 
 def test_request_id_is_echoed_or_generated(sqlite_api: ApiClient) -> None:

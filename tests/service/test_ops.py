@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -35,22 +35,16 @@ def test_readyz_ok_with_embedded_broker(sqlite_api: ApiClient) -> None:
     assert r.json()["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
 
 
-def test_readyz_ok_with_redis(tmp_path, redis_url: str) -> None:
-    client = start_api(make_settings(tmp_path, broker_url=redis_url))
-    try:
-        assert client.get("/readyz").status_code == 200
-    finally:
-        client.__exit__(None, None, None)
+def test_readyz_ok_with_redis(make_api: Callable[..., ApiClient], redis_url: str) -> None:
+    client = make_api(broker_url=redis_url)
+    assert client.get("/readyz").status_code == 200
 
 
-def test_readyz_503_when_broker_unreachable(tmp_path) -> None:
-    client = start_api(make_settings(tmp_path, broker_url="redis://127.0.0.1:1/0"))
-    try:
-        body = assert_problem(client.get("/readyz"), 503)
-        assert body["checks"]["database"] == "ok"
-        assert body["checks"]["broker"].startswith("error")
-    finally:
-        client.__exit__(None, None, None)
+def test_readyz_503_when_broker_unreachable(make_api: Callable[..., ApiClient]) -> None:
+    client = make_api(broker_url="redis://127.0.0.1:1/0")
+    body = assert_problem(client.get("/readyz"), 503)
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("error")
 
 
 def test_readyz_503_when_embedded_broker_folder_is_gone(sqlite_api: ApiClient) -> None:
@@ -115,30 +109,29 @@ def test_metrics(sqlite_api: ApiClient) -> None:
     assert m[("unlearn_job_duration_seconds_bucket", (("le", "+Inf"), *failed))] == 1
 
 
-def test_job_duration_metrics_on_postgres(tmp_path, postgres_url: str) -> None:
-    client = start_api(make_settings(tmp_path, database_url=postgres_url))
-    try:
-        client.create_model("m")
-        with session_scope(client.ctx.session_factory) as s:
-            model = s.query(Model).filter_by(name="m").one()
-            now = utcnow()
-            s.add(
-                Job(
-                    tenant_id=model.tenant_id,
-                    model_id=model.id,
-                    method="ga",
-                    status="succeeded",
-                    started_at=now - timedelta(seconds=10),
-                    finished_at=now,
-                )
+def test_job_duration_metrics_on_postgres(
+    make_api: Callable[..., ApiClient], shared_postgres_url: str
+) -> None:
+    client = make_api(database_url=shared_postgres_url)
+    client.create_model("m")
+    with session_scope(client.ctx.session_factory) as s:
+        model = s.query(Model).filter_by(name="m").one()
+        now = utcnow()
+        s.add(
+            Job(
+                tenant_id=model.tenant_id,
+                model_id=model.id,
+                method="ga",
+                status="succeeded",
+                started_at=now - timedelta(seconds=10),
+                finished_at=now,
             )
-        m = metric_samples(client.get("/metrics").text)
-        labels = (("method", "ga"), ("status", "succeeded"))
-        assert m[("unlearn_job_duration_seconds_sum", labels)] == pytest.approx(10, abs=0.01)
-        assert m[("unlearn_job_duration_seconds_bucket", (("le", "15.0"), *labels))] == 1
-        assert m[("unlearn_job_duration_seconds_bucket", (("le", "5.0"), *labels))] == 0
-    finally:
-        client.__exit__(None, None, None)
+        )
+    m = metric_samples(client.get("/metrics").text)
+    labels = (("method", "ga"), ("status", "succeeded"))
+    assert m[("unlearn_job_duration_seconds_sum", labels)] == pytest.approx(10, abs=0.01)
+    assert m[("unlearn_job_duration_seconds_bucket", (("le", "15.0"), *labels))] == 1
+    assert m[("unlearn_job_duration_seconds_bucket", (("le", "5.0"), *labels))] == 0
 
 
 @pytest.fixture
@@ -186,14 +179,18 @@ def test_openapi_lists_the_contract(sqlite_api: ApiClient) -> None:
         assert path in paths, path
 
 
-def test_reconciler_thread_runs_with_the_api(tmp_path) -> None:
+def test_reconciler_thread_runs_with_the_api(tmp_path, shared_sqlite_url: str) -> None:
     import threading
 
     def running() -> bool:
         return any(t.name == "reconciler" and t.is_alive() for t in threading.enumerate())
 
     assert not running()
-    client = start_api(make_settings(tmp_path, run_reconciler_in_api=True, reconcile_interval_seconds=0.2))
+    # An app of its own (the thread starts and stops with it), on the session's database.
+    settings = make_settings(
+        tmp_path, database_url=shared_sqlite_url, run_reconciler_in_api=True, reconcile_interval_seconds=0.2
+    )
+    client = start_api(settings)
     try:
         assert running()
     finally:

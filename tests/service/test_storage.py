@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from service.storage import ArtifactStore
-from tests.service_fixtures import ApiClient, make_settings, start_api
+from tests.service_fixtures import ApiClient
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -63,16 +64,13 @@ def test_keys_cannot_escape_the_root(store: ArtifactStore) -> None:
         store.put_bytes(b"x", kind="../up")
 
 
-def test_api_on_memory_storage(tmp_path: Path, mlp_checkpoint: bytes) -> None:
-    client: ApiClient = start_api(make_settings(tmp_path, storage_url=f"memory://api-{uuid.uuid4().hex}"))
-    try:
-        client.create_model("m")
-        assert client.upload_version("m", mlp_checkpoint).status_code == 201
-        r = client.get("/v1/models/m/versions/1/checkpoint", headers={"Range": "bytes=0-99"})
-        assert r.status_code == 206 and r.content == mlp_checkpoint[:100]
-        assert client.get("/readyz").status_code == 200
-    finally:
-        client.__exit__(None, None, None)
+def test_api_on_memory_storage(make_api: Callable[..., ApiClient], mlp_checkpoint: bytes) -> None:
+    client = make_api(storage_url=f"memory://api-{uuid.uuid4().hex}")
+    client.create_model("m")
+    assert client.upload_version("m", mlp_checkpoint).status_code == 201
+    r = client.get("/v1/models/m/versions/1/checkpoint", headers={"Range": "bytes=0-99"})
+    assert r.status_code == 206 and r.content == mlp_checkpoint[:100]
+    assert client.get("/readyz").status_code == 200
 
 
 class FlakyMemoryFileSystem(MemoryFileSystem):
