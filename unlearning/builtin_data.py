@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 
 from unlearning.errors import DataError
+from unlearning.samples import take
 
 Split = dict[str, torch.Tensor]
 
@@ -66,10 +67,6 @@ def stratified_split(
     return train, test
 
 
-def _take(data: Split, idx: torch.Tensor) -> Split:
-    return {k: v[idx] for k, v in data.items()}
-
-
 def digits(seed: int = 0, *, test_fraction: float = 0.2, as_images: bool = False) -> dict[str, Split]:
     """scikit-learn's 8×8 handwritten digits (1797 samples, bundled with sklearn, no download).
 
@@ -84,7 +81,7 @@ def digits(seed: int = 0, *, test_fraction: float = 0.2, as_images: bool = False
         x = x.reshape(-1, 1, 8, 8)
     tr, te = stratified_split(y, test_fraction, seed)
     full = {"inputs": x, "labels": y}
-    return {"train": _take(full, tr), "test": _take(full, te)}
+    return {"train": take(full, tr), "test": take(full, te)}
 
 
 def mnist1d(
@@ -220,11 +217,12 @@ def forget_split(
     class (or chain) ``cls``.
     """
     if "train" in data:
-        split: Split = data["train"]
-        if groups is None and "chain" in data:
-            groups = data["chain"]
+        full = cast(dict[str, Any], data)  # a data set dict of this module: its values are splits
+        split: Split = full["train"]
+        if groups is None and "chain" in full:
+            groups = full["chain"]
     else:
-        split = data  # type: ignore[assignment]
+        split = cast(Split, data)
     n = next(iter(split.values())).shape[0]
     if kind == "random":
         if not 0.0 < fraction < 1.0:
@@ -242,7 +240,7 @@ def forget_split(
             raise DataError(f"class {cls} leaves an empty forget or retain set")
     else:
         raise DataError(f"unknown forget split kind {kind!r}; use 'random' or 'class'")
-    return _take(split, mask), _take(split, ~mask)
+    return take(split, mask), take(split, ~mask)
 
 
 # Registry used by the CLI: name -> (seed -> data set dict), plus the matching default architecture.

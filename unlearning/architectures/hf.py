@@ -90,12 +90,13 @@ def _describe_seq_cls(cfg: HFConfig) -> IOSpec:
     )
 
 
-def _lm_features(self: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+# ``self`` is a Hugging Face model (Any): its base_model, head and config are read at run time.
+def _lm_features(self: Any, input_ids: torch.Tensor) -> torch.Tensor:
     # The usual HF causal LM is logits = lm_head(base_model(...).last_hidden_state).
     return self.base_model(input_ids=input_ids)[0]
 
 
-def _hooked_features(self: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+def _hooked_features(self: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """The head's input, captured during a normal forward pass, pooled as HF pools the logits."""
     captured: list[torch.Tensor] = []
     handle = self.head.register_forward_pre_hook(lambda _mod, args: captured.append(args[0]))
@@ -111,7 +112,7 @@ def _hooked_features(self: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         if pad is None:
             return hidden[:, -1]
         positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
-        last = (positions * (input_ids != pad).int()).argmax(-1)
+        last = (positions * input_ids.ne(pad).int()).argmax(-1)
         return hidden[rows, last.to(hidden.device)]
     return hidden
 
@@ -124,7 +125,8 @@ def _attach(model: nn.Module, head: nn.Module | None, features: Any) -> nn.Modul
     return model
 
 
-def _from_config(auto_class_name: str, cfg: HFConfig) -> nn.Module:
+def _from_config(auto_class_name: str, cfg: HFConfig) -> Any:
+    # Any: a transformers PreTrainedModel (an nn.Module with base_model, get_output_embeddings...).
     transformers = _transformers()
     conf = load_hf_config(cfg)
     auto_class = getattr(transformers, auto_class_name)

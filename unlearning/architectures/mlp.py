@@ -8,12 +8,11 @@ from torch import nn
 
 from unlearning.architectures.registry import ArchConfig, IOSpec, bounded_int, register_architecture
 
-_Dim = bounded_int(1 << 16)
-
 
 class MLPConfig(ArchConfig):
-    input_dim: _Dim
-    hidden_dims: list[_Dim] = Field(max_length=32)
+    # bounded_int builds an Annotated type at run time, which mypy cannot read as a type.
+    input_dim: bounded_int(1 << 16)  # type: ignore[valid-type]
+    hidden_dims: list[bounded_int(1 << 16)] = Field(max_length=32)  # type: ignore[valid-type]
     num_classes: bounded_int(100_000)  # type: ignore[valid-type]
 
 

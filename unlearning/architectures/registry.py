@@ -262,8 +262,9 @@ def build_model(
         raise ArchitectureError(
             f"builder of architecture {name!r} returned {type(model).__name__}, not an nn.Module"
         )
-    # Plain attribute (not a submodule): nn.Module.__setattr__ stores non-module values in __dict__.
-    model.spec = model_spec_
+    # Plain attribute (not a submodule, parameter or buffer), where nn.Module.__setattr__ would put it
+    # too; written directly because nn.Module types attribute values as tensors or modules.
+    model.__dict__["spec"] = model_spec_
     return model.eval()
 
 
