@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import quality, speed, write_section
 
 
@@ -18,6 +20,7 @@ def test_write_section_replaces_only_its_own_block(tmp_path: Path) -> None:
     assert text.index("BEGIN a") < text.index("BEGIN b")
 
 
+@pytest.mark.slow
 def test_quick_benchmarks(tmp_path: Path) -> None:
     md = tmp_path / "RESULTS.md"
     speed_result = speed.main(["--quick", "--out-dir", str(tmp_path), "--results-md", str(md)])
