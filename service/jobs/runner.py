@@ -68,8 +68,7 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
                 progress=live.progress,
                 should_cancel=live.should_cancel,
             )
-            report = json_safe(_report_dict(result.report))
-            assert report is not None
+            report = json_safe(result.report.to_dict())
             decision = claim.policy.evaluate(report)
             if not decision.accepted:
                 raise PolicyRejected(decision)
@@ -106,10 +105,6 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
         return _on_unexpected(ctx, claim, worker_id, exc)
     jlog.info("job_succeeded", result_version=version, base_version=claim.base_version)
     return RunOutcome.SUCCEEDED
-
-
-def _report_dict(report: Any) -> dict[str, Any]:
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
 
 
 def _end(
