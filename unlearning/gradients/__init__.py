@@ -62,13 +62,13 @@ def with_gradients(
     with focus_on(model, names):
         if method in ("auto", "closed_form"):
             try:
-                return use(LinearHeadGradients(model, data, task, names, batch_size, device))
+                return use(LinearHeadGradients(model, data, task, names, device, batch_size=batch_size))
             except ClosedFormNotApplicable as exc:
                 if method == "closed_form":
                     raise ParamsError(f"closed-form gradients do not apply: {exc}") from exc
             method = "func"
         if method == "func":
-            return use(FuncGradients(model, data, task, names, chunk_size, device))
+            return use(FuncGradients(model, data, task, names, device, chunk_size=chunk_size))
         if method == "loop":
             return use(LoopGradients(model, data, task, names, device))
     raise ParamsError(f"unknown gradient method {method!r}; use auto, closed_form, func or loop")

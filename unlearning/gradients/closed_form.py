@@ -60,11 +60,12 @@ class LinearHeadGradients(GradientSource):
         data: Dataset,
         task: Task,
         names: list[str],
-        batch_size: int,
         device: torch.device,
+        *,
+        batch_size: int,
     ) -> None:
-        self.model, self.data, self.task, self.names = model, data, task, names
-        self.batch_size, self.device = batch_size, device
+        super().__init__(model, data, task, names, device)
+        self.batch_size = batch_size
         self.head, self.use_w, self.use_b = head_for(model, names)
         # Classification keeps the factors of the first pass for the products ([N, C] and [N, K]:
         # small); a causal LM's [N, T, V] residuals would cost more than a second forward pass.

@@ -41,12 +41,12 @@ class FuncGradients(RowGradients):
         data: Dataset,
         task: Task,
         names: list[str],
-        chunk_size: int,
         device: torch.device,
+        *,
+        chunk_size: int,
     ) -> None:
-        super().__init__()
-        self.model, self.data, self.task, self.names = model, data, task, names
-        self.chunk_size, self.device = chunk_size, device
+        super().__init__(model, data, task, names, device)
+        self.chunk_size = chunk_size
 
     def rows(self) -> Iterator[torch.Tensor]:
         model, task, names = self.model, self.task, self.names

@@ -6,22 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 from unlearning.batching import to_device
 from unlearning.gradients.source import RowGradients
 from unlearning.losses import logits, loss_from_logits
 from unlearning.samples import num_samples, take
 from unlearning.targets import target_params
-from unlearning.types import Dataset, Task
 
 
 class LoopGradients(RowGradients):
     path = "loop"
-
-    def __init__(self, model: nn.Module, data: Dataset, task: Task, names: list[str], device: torch.device):
-        super().__init__()
-        self.model, self.data, self.task, self.names, self.device = model, data, task, names, device
 
     def rows(self) -> Iterator[torch.Tensor]:
         params = target_params(self.model, self.names)

@@ -11,15 +11,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import torch
+from torch import nn
 
 from unlearning import budgets
+from unlearning.types import Dataset, Task
 
 
 class GradientSource(ABC):
-    """Per-sample gradients of the loss of every sample of a data set with respect to θ."""
+    """Per-sample gradients of the loss of every sample of ``data`` with respect to θ (``names``)."""
 
     path: str  # "closed_form" | "func" | "loop", reported as the influence path
-    names: list[str]  # θ, in target order
+
+    def __init__(self, model: nn.Module, data: Dataset, task: Task, names: list[str], device: torch.device):
+        self.model, self.data, self.task, self.names, self.device = model, data, task, names, device
 
     @abstractmethod
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,8 +49,7 @@ class RowGradients(GradientSource):
     ``budgets.MAX_CHUNK_ELEMENTS``; beyond that the second pass recomputes them.
     """
 
-    def __init__(self) -> None:
-        self._cache: list[torch.Tensor] | None = None
+    _cache: list[torch.Tensor] | None = None  # the rows of the first pass, when they fit
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         f_sum: torch.Tensor | None = None
