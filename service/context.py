@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory
 from service.outbox import Publisher
+from service.privacy import load_service_secret, tenant_key
 from service.settings import Settings
 from service.storage import ArtifactStore
 from service.unit_of_work import PendingEffects, install
@@ -21,6 +22,7 @@ class ServiceContext:
     engine: Engine
     session_factory: sessionmaker[Session]
     storage: ArtifactStore
+    secret: bytes = field(repr=False)
     # None: the Celery client for the configured broker, built on first use. Tests put a fake here.
     _publisher: Publisher | None = field(default=None, repr=False)
 
@@ -48,6 +50,10 @@ class ServiceContext:
         for callback in effects.callbacks:
             callback()
 
+    def tenant_key(self, tenant_id: str) -> bytes:
+        """The key of the tenant's digests outside the database (service/privacy.py)."""
+        return tenant_key(self.secret, tenant_id)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -63,6 +69,7 @@ def build_context(settings: Settings, publisher: Publisher | None = None) -> Ser
         engine=engine,
         session_factory=make_session_factory(engine),
         storage=ArtifactStore(settings.resolved_storage_url),
+        secret=load_service_secret(settings),
         _publisher=publisher,
     )
     install(ctx.session_factory, ctx.run_effects)

@@ -7,11 +7,12 @@ drift apart in validation, ordering or error answers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from service.errors import unprocessable
@@ -49,13 +50,14 @@ def page_model_rows(
     query: ModelListQuery,
     *,
     statuses: tuple[str, ...],
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> tuple[list[Row], dict[str, str], str | None]:
     """One page of the tenant's ``entity`` rows, newest first, and the names of their models.
 
     Returns (rows, model id → model name for every row, next cursor). An unknown status → 422
     (checked first), a model the tenant does not have → 404.
     """
-    stmt = select(entity).where(entity.tenant_id == tenant_id)
+    stmt = select(entity).where(entity.tenant_id == tenant_id, *where)
     if query.status is not None:
         if query.status not in statuses:
             raise unprocessable(f"status must be one of {', '.join(statuses)}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -21,9 +24,15 @@ class Settings(BaseSettings):
     storage_url: str = ""  # any fsspec URL; default: {data_dir}/artifacts
 
     admin_key: str | None = None  # created with every scope on start if no key exists yet
+    # Keys the digests shown outside the database (service/privacy.py); embedded: made on first start.
+    secret_key: SecretStr | None = None
     admin_tenant: str = "default"
 
     max_body_bytes: int = 256 * 1024 * 1024
+    # Directories whose config.json an hf-* architecture may name in config.path. Empty (the
+    # default): none, so no API caller can make the service read server files; configs come inline
+    # (config.hf_config). UNLEARN_HF_CONFIG_DIRS: directories separated by os.pathsep, or JSON.
+    hf_config_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     max_inline_samples: int = 10_000
     max_forget_samples: int = 100_000
 
@@ -50,6 +59,16 @@ class Settings(BaseSettings):
     run_reconciler_in_api: bool = True
 
     worker_concurrency: int = Field(default=1, ge=1)
+
+    @field_validator("hf_config_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -17,13 +17,14 @@ from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.db import session_scope
 from service.deletions.purge import key_referenced
-from service.deletions.schemas import DeletionRequestOut
+from service.deletions.schemas import DeletionRequestOut, SampleDigestsOut
 from service.deps import Principal
 from service.errors import conflict, not_found, unprocessable
 from service.jobs.policy import AcceptancePolicy, PolicyLimitError
 from service.jobs.states import JobStatus, RequestStatus
 from service.listing import ModelListQuery, page_model_rows
 from service.outbox import enqueue_job
+from service.privacy import keyed_digest, keyed_digests
 from service.registry.logic import get_model, get_version
 from service.settings import Settings
 from service.tables import DeletionRequest, Job, Model
@@ -258,6 +259,7 @@ def submit(
         )
         db.add(req)
         db.flush()
+        key = ctx.tenant_key(principal.tenant_id)
         if not joined:
             enqueue_job(db, job_id)
         append_event(
@@ -270,14 +272,14 @@ def submit(
             payload={
                 "job_id": job_id,
                 "joined_batch": joined,
-                "subject": intake.subject,
+                "subject_digest": subject_digest(key, intake.subject),
                 "method": method,
                 "n_samples": n,
                 "forget_set_sha256": stored_obj.sha256,
-                "sample_digests": digests,
+                "sample_digests": keyed_digests(key, digests),
             },
         )
-        body = to_out(req, model.name).model_dump(mode="json")
+        body = to_out(req, model.name, key).model_dump(mode="json")
         headers = {"Location": f"/v1/deletion-requests/{req.id}"}
         if idem is not None:
             idempotency.store(db, idem, 202, body, headers)
@@ -322,20 +324,23 @@ def _forget_orphan(ctx: ServiceContext, key: str) -> None:
 # -- reads -----------------------------------------------------------------------------------
 
 
-def to_out(req: DeletionRequest, model_name: str) -> DeletionRequestOut:
+def subject_digest(key: bytes, subject: str | None) -> str | None:
+    return None if subject is None else keyed_digest(key, subject)
+
+
+def to_out(req: DeletionRequest, model_name: str, key: bytes) -> DeletionRequestOut:
     return DeletionRequestOut(
         id=req.id,
         model=model_name,
         status=req.status,
         job_id=req.job_id,
-        subject=req.subject,
+        subject_digest=subject_digest(key, req.subject),
         method=req.method,
         params=dict(req.params or {}),
         policy=dict(req.policy or {}),
         base_version=req.base_version,
         result_version=req.result_version,
         n_samples=req.n_samples,
-        sample_digests=list(req.sample_digests or []),
         forget_set_sha256=req.forget_set_sha256,
         forget_set_purged=req.forget_set_key is None,
         error=req.error,
@@ -345,7 +350,7 @@ def to_out(req: DeletionRequest, model_name: str) -> DeletionRequestOut:
     )
 
 
-def get_request(db: Session, tenant_id: str, request_id: str) -> DeletionRequestOut:
+def _load(db: Session, tenant_id: str, request_id: str) -> tuple[DeletionRequest, str]:
     row = db.execute(
         select(DeletionRequest, Model.name)
         .join(Model, Model.id == DeletionRequest.model_id)
@@ -353,13 +358,28 @@ def get_request(db: Session, tenant_id: str, request_id: str) -> DeletionRequest
     ).one_or_none()
     if row is None:
         raise not_found("deletion request", request_id)
-    return to_out(row[0], row[1])
+    return row[0], row[1]
+
+
+def get_request(ctx: ServiceContext, db: Session, tenant_id: str, request_id: str) -> DeletionRequestOut:
+    req, model_name = _load(db, tenant_id, request_id)
+    return to_out(req, model_name, ctx.tenant_key(tenant_id))
+
+
+def get_sample_digests(ctx: ServiceContext, db: Session, tenant_id: str, request_id: str) -> SampleDigestsOut:
+    """The request's sample digests, keyed (service/privacy.py): a sub-resource, because a
+    request of 10,000 samples carries 0.75 MB of them."""
+    req, _ = _load(db, tenant_id, request_id)
+    digests = keyed_digests(ctx.tenant_key(tenant_id), list(req.sample_digests or []))
+    return SampleDigestsOut(request_id=req.id, n_samples=req.n_samples, sample_digests=digests)
 
 
 def list_requests(
-    db: Session, tenant_id: str, query: ModelListQuery
+    ctx: ServiceContext, db: Session, tenant_id: str, query: ModelListQuery, subject: str | None = None
 ) -> tuple[list[DeletionRequestOut], str | None]:
+    where = [DeletionRequest.subject == subject] if subject is not None else []
     rows, names, next_cursor = page_model_rows(
-        db, DeletionRequest, tenant_id, query, statuses=tuple(RequestStatus)
+        db, DeletionRequest, tenant_id, query, statuses=tuple(RequestStatus), where=where
     )
-    return [to_out(r, names[r.model_id]) for r in rows], next_cursor
+    key = ctx.tenant_key(tenant_id)
+    return [to_out(r, names[r.model_id], key) for r in rows], next_cursor

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +14,12 @@ from starlette.datastructures import UploadFile
 
 from service import idempotency
 from service.deletions import logic
-from service.deletions.schemas import DeletionRequestIn, DeletionRequestOut, DeletionRequestPage
+from service.deletions.schemas import (
+    DeletionRequestIn,
+    DeletionRequestOut,
+    DeletionRequestPage,
+    SampleDigestsOut,
+)
 from service.deps import Context, DbSession, Principal, authenticate_request, require
 from service.errors import Problem, unprocessable
 from service.listing import ModelListParams
@@ -156,8 +161,17 @@ async def create_deletion_request(
     response_model=DeletionRequestOut,
     summary="Get a deletion request",
 )
-def get_deletion_request(request_id: str, db: DbSession, principal: Reader) -> Any:
-    return logic.get_request(db, principal.tenant_id, request_id)
+def get_deletion_request(request_id: str, ctx: Context, db: DbSession, principal: Reader) -> Any:
+    return logic.get_request(ctx, db, principal.tenant_id, request_id)
+
+
+@router.get(
+    "/v1/deletion-requests/{request_id}/sample-digests",
+    response_model=SampleDigestsOut,
+    summary="The request's sample digests (keyed per tenant)",
+)
+def get_sample_digests(request_id: str, ctx: Context, db: DbSession, principal: Reader) -> Any:
+    return logic.get_sample_digests(ctx, db, principal.tenant_id, request_id)
 
 
 @router.get(
@@ -165,6 +179,12 @@ def get_deletion_request(request_id: str, db: DbSession, principal: Reader) -> A
     response_model=DeletionRequestPage,
     summary="List deletion requests",
 )
-def list_deletion_requests(db: DbSession, principal: Reader, query: ModelListParams) -> Any:
-    items, next_cursor = logic.list_requests(db, principal.tenant_id, query)
+def list_deletion_requests(
+    ctx: Context,
+    db: DbSession,
+    principal: Reader,
+    query: ModelListParams,
+    subject: Annotated[str | None, Query(max_length=400, description="the requests of one subject")] = None,
+) -> Any:
+    items, next_cursor = logic.list_requests(ctx, db, principal.tenant_id, query, subject)
     return {"items": items, "next_cursor": next_cursor}

@@ -42,14 +42,15 @@ class DeletionRequestOut(BaseModel):
     model: str
     status: str
     job_id: str | None
-    subject: str | None
+    # HMAC-SHA256 of the subject under the tenant's key (service/privacy.py); search by the
+    # subject itself with ?subject=.
+    subject_digest: str | None
     method: str
     params: dict[str, Any]
     policy: dict[str, Any]
     base_version: int | None
     result_version: int | None
     n_samples: int
-    sample_digests: list[str]
     forget_set_sha256: str
     forget_set_purged: bool
     error: dict[str, Any] | None
@@ -61,3 +62,11 @@ class DeletionRequestOut(BaseModel):
 class DeletionRequestPage(BaseModel):
     items: list[DeletionRequestOut]
     next_cursor: str | None = None
+
+
+class SampleDigestsOut(BaseModel):
+    """The sha256 of every forget sample, keyed by HMAC-SHA256 under the tenant's key."""
+
+    request_id: str
+    n_samples: int
+    sample_digests: list[str]

@@ -20,6 +20,7 @@ from service.jobs.errors import LostLease
 from service.jobs.inputs import JobInputs
 from service.jobs.lifecycle import Claim
 from service.jobs.states import JobStatus, RequestStatus
+from service.privacy import keyed_digests
 from service.registry.logic import publish_version
 from service.storage import StoredObject
 from service.tables import DeletionRequest, Job, Model
@@ -33,6 +34,7 @@ def publish_result(
     inputs: JobInputs,
     stored: StoredObject,
     metrics: dict[str, Any],
+    key: bytes,
 ) -> int:
     """Publish in the caller's transaction; returns the new version number (LostLease if fenced)."""
     now = utcnow()
@@ -108,7 +110,7 @@ def publish_result(
             "method": claim.method,
             "n_samples": len(inputs.digests),
             "deletion_requests": inputs.request_ids,
-            "sample_digests": inputs.digests,
+            "sample_digests": keyed_digests(key, inputs.digests),
             "metrics": metrics,
         },
     )

@@ -80,7 +80,9 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
             stored = ctx.storage.put_bytes(state_dict_bytes(result.model), kind=CHECKPOINT_KIND)
             metrics = json_safe({**report, "policy": decision.to_dict()})
             with session_scope(ctx.session_factory) as s:
-                version = publish_result(s, claim, worker_id, inputs, stored, metrics)
+                version = publish_result(
+                    s, claim, worker_id, inputs, stored, metrics, ctx.tenant_key(claim.tenant_id)
+                )
     except CancelledError as exc:
         if live.lost.is_set():
             jlog.warning("job_abandoned", reason="lease lost")

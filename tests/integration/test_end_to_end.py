@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,14 @@ from tests.integration.conftest import (
     ADMIN_KEY,
     DIGITS_ARCH,
     ROOT,
+    TREE_MARKER_ENV,
     Digits,
     Stack,
+    cmdline,
+    descendants,
+    kill_process_tree,
+    new_tree_marker,
+    paused,
     submit_deletion,
     wait_for_job,
 )
@@ -34,7 +41,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 def check_flow(stack: Stack, digits: Digits, model: str = "digits") -> dict:
     v1 = stack.register_digits(digits, model)
     return check_flow_on(
-        stack.api, digits, model, v1, lambda: stack.api.ctx.storage.keys("forget-sets"), stack.wait_job
+        stack.api,
+        digits,
+        model,
+        v1,
+        lambda: stack.api.ctx.storage.keys("forget-sets"),
+        stack.wait_job,
+        hold_workers=stack.workers_paused,
     )
 
 
@@ -45,8 +58,13 @@ def check_flow_on(
     v1: dict,
     forget_keys: Callable[[], list],
     wait_job: Callable[[str], dict],
+    hold_workers: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> dict:
-    """Submit one class-3 batch and check the published version; returns measured numbers."""
+    """Submit one class-3 batch and check the published version; returns measured numbers.
+
+    The workers are held while the batch is submitted: a live worker may otherwise claim the job
+    between the two requests, and the second would then (rightly) open a batch of its own.
+    """
     from unlearning import build_model, load_checkpoint
     from unlearning.verification import evaluate
 
@@ -56,15 +74,16 @@ def check_flow_on(
     assert v1["version"] == 1
     # Two requests joining one batch: half (as a file) and half (inline) of class 3's training samples.
     idx = torch.nonzero(digits.y_train == 3).flatten()[:40]
-    t0 = time.monotonic()
-    r1 = submit(file=digits.forget_file(idx[:20]), subject="user-1")
-    assert r1.status_code == 202, r1.text
-    assert r1.headers["location"] == f"/v1/deletion-requests/{r1.json()['id']}"
-    r2 = submit(samples=digits.samples(idx[20:]), subject="user-2")
-    assert r2.status_code == 202, r2.text
+    with hold_workers():
+        t0 = time.monotonic()
+        r1 = submit(file=digits.forget_file(idx[:20]), subject="user-1")
+        assert r1.status_code == 202, r1.text
+        assert r1.headers["location"] == f"/v1/deletion-requests/{r1.json()['id']}"
+        r2 = submit(samples=digits.samples(idx[20:]), subject="user-2")
+        assert r2.status_code == 202, r2.text
     job_id = r1.json()["job_id"]
     assert r2.json()["job_id"] == job_id, "the second request joins the open batch"
-    assert len(r1.json()["sample_digests"]) == 20
+    assert r1.json()["n_samples"] == 20
 
     job = wait_job(job_id)
     elapsed = time.monotonic() - t0
@@ -117,9 +136,12 @@ def check_flow_on(
     assert len(events) == 1
     payload = events[0]["payload"]
     assert payload["result_version"] == 2 and payload["base_version"] == 1
-    assert sorted(payload["sample_digests"]) == sorted(
-        r1.json()["sample_digests"] + r2.json()["sample_digests"]
-    )
+    digests = [
+        api.get(f"/v1/deletion-requests/{r.json()['id']}/sample-digests").json()["sample_digests"]
+        for r in (r1, r2)
+    ]
+    assert len(digests[0]) == 20
+    assert sorted(payload["sample_digests"]) == sorted(digests[0] + digests[1])
     assert payload["sha256"] == v2["sha256"]
     return {"elapsed_s": elapsed, "job": job}
 
@@ -151,15 +173,61 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_embedded_run_command(tmp_path: Path, digits: Digits) -> None:
-    """`unlearn-service run` (what `make run` calls) as a real process tree, driven over HTTP."""
+@dataclass
+class RunCommand:
+    """`unlearn-service run` started by a test: a supervisor, the API and a worker."""
+
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    data_dir: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, client: httpx.Client, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/healthz").status_code == 200:
+                    return
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, "the API did not come up: " + self.log()
+            time.sleep(0.3)
+
+    def worker_pids(self, timeout: float = 30) -> list[int]:
+        """The worker child (before or after it execs Celery) and anything below it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [
+                p
+                for p in descendants(self.proc.pid)
+                if "service.cli worker" in cmdline(p) or "worker.celery_app" in cmdline(p)
+            ]
+            if found:
+                return [q for p in found for q in (p, *descendants(p))]
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, "no worker below `unlearn-service run`: " + self.log()
+            time.sleep(0.1)
+
+    def worker_paused(self) -> contextlib.AbstractContextManager[None]:
+        return paused(self.worker_pids())
+
+
+@pytest.fixture
+def run_command(tmp_path: Path) -> Iterator[RunCommand]:
+    """Starts `unlearn-service run` on a free port; teardown kills its whole process tree, also
+    when the test failed half-way (its children run in sessions of their own, out of reach of a
+    process-group kill, and would outlive it)."""
     port = _free_port()
     data_dir = tmp_path / "var"
+    marker = new_tree_marker()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
     env.update(
         UNLEARN_DATA_DIR=str(data_dir), UNLEARN_ADMIN_KEY=ADMIN_KEY, UNLEARN_TORCH_THREADS="1",
         UNLEARN_LOG_LEVEL="WARNING", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
     )  # fmt: skip
+    env[TREE_MARKER_ENV] = marker
     exe = Path(sys.executable).with_name("unlearn-service")
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as out:
@@ -167,48 +235,39 @@ def test_embedded_run_command(tmp_path: Path, digits: Digits) -> None:
             [str(exe), "run", "--host", "127.0.0.1", "--port", str(port)],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
-        ) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "the API did not come up: " + log_path.read_text()
-                time.sleep(0.3)
-            r = client.post("/v1/models", json={"name": "digits", "task": "classification",
-                                                "architecture": DIGITS_ARCH})  # fmt: skip
-            assert r.status_code == 201, r.text
-            r = client.post(
-                "/v1/models/digits/versions",
-                files={
-                    "checkpoint": ("m.safetensors", digits.checkpoint, "application/octet-stream"),
-                    "eval_set": ("e.safetensors", digits.eval_set, "application/octet-stream"),
-                },
-            )
-            assert r.status_code == 201, r.text
-            store = ArtifactStore(str(data_dir / "artifacts"))
-            out = check_flow_on(
-                client, digits, "digits", r.json(), lambda: store.keys("forget-sets"),
-                lambda job_id: wait_for_job(client, job_id, 120, logs=log_path.read_text),
-            )  # fmt: skip
-            print(f"\n[embedded `unlearn-service run`] deletion → new version in {out['elapsed_s']:.2f}s")
-        # SIGTERM goes to the parent only; it forwards it and exits cleanly.
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+        yield RunCommand(proc, f"http://127.0.0.1:{port}", data_dir, log_path)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        kill_process_tree(proc, marker)
+
+
+def test_embedded_run_command(run_command: RunCommand, digits: Digits) -> None:
+    """`unlearn-service run` (what `make run` calls) as a real process tree, driven over HTTP."""
+    run = run_command
+    with httpx.Client(
+        base_url=run.base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    ) as client:
+        run.wait_healthy(client)
+        r = client.post("/v1/models", json={"name": "digits", "task": "classification",
+                                            "architecture": DIGITS_ARCH})  # fmt: skip
+        assert r.status_code == 201, r.text
+        r = client.post(
+            "/v1/models/digits/versions",
+            files={
+                "checkpoint": ("m.safetensors", digits.checkpoint, "application/octet-stream"),
+                "eval_set": ("e.safetensors", digits.eval_set, "application/octet-stream"),
+            },
+        )
+        assert r.status_code == 201, r.text
+        store = ArtifactStore(str(run.data_dir / "artifacts"))
+        out = check_flow_on(
+            client, digits, "digits", r.json(), lambda: store.keys("forget-sets"),
+            lambda job_id: wait_for_job(client, job_id, 120, logs=run.log), hold_workers=run.worker_paused,
+        )  # fmt: skip
+        print(f"\n[embedded `unlearn-service run`] deletion → new version in {out['elapsed_s']:.2f}s")
+    # SIGTERM goes to the parent only; it forwards it and exits cleanly.
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(timeout=30) == 0, run.log()[-3000:]
 
 
 def test_whole_class_deletion_embedded(make_stack, digits: Digits) -> None:

@@ -163,13 +163,17 @@ def test_accepted_request_reads_and_batches(api_digits: ApiClient, digits: Digit
     assert r1.status_code == 202, r1.text
     body = r1.json()
     assert body["status"] == "queued" and body["n_samples"] == 5 and body["model"] == "digits"
-    assert len(body["sample_digests"]) == 5 and body["subject"] == "alice"
+    assert "sample_digests" not in body, "digests are a sub-resource, not part of every answer"
+    digests = api.get(f"/v1/deletion-requests/{body['id']}/sample-digests").json()["sample_digests"]
+    assert len(digests) == 5 and body["subject_digest"] and body["subject_digest"] != "alice"
     assert body["params"]["preset"] == "adaptive", "the service default for imu"
     # The same samples inline give the same digests (normalised before hashing).
     r2 = api.post(URL, json={"samples": {"inputs": digits.x_train[:5].tolist(),
                                          "labels": digits.y_train[:5].tolist()}})  # fmt: skip
     assert r2.status_code == 202
-    assert r2.json()["sample_digests"] == body["sample_digests"]
+    assert (
+        api.get(f"/v1/deletion-requests/{r2.json()['id']}/sample-digests").json()["sample_digests"] == digests
+    )
     assert r2.json()["job_id"] == body["job_id"], "same method/params/policy joins the open batch"
     r3 = api.post(URL, json={"samples": {"inputs": digits.x_train[5:7].tolist(),
                                          "labels": digits.y_train[5:7].tolist()}, "method": "ga"})  # fmt: skip
@@ -191,6 +195,8 @@ def test_accepted_request_reads_and_batches(api_digits: ApiClient, digits: Digit
     )
     assert len(rest.json()["items"]) == 1
     assert api.get("/v1/deletion-requests", params={"status": "completed"}).json()["items"] == []
+    by_subject = api.get("/v1/deletion-requests", params={"subject": "alice"}).json()["items"]
+    assert [r["id"] for r in by_subject] == [body["id"]]
     assert api.get("/v1/jobs", params={"model": "digits"}).json()["items"][0]["model"] == "digits"
     events = api.get("/v1/audit", params={"action": "deletion.requested"}).json()["items"]
     assert len(events) == 3 and all(len(e["payload"]["sample_digests"]) for e in events)

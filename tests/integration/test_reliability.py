@@ -83,7 +83,12 @@ def test_concurrent_requests_form_one_chain(
     events = stack.api.get("/v1/audit", params={"action": "job.succeeded", "limit": 200}).json()["items"]
     assert len(events) == len(jobs)
     digests = [d for e in events for d in e["payload"]["sample_digests"]]
-    assert sorted(digests) == sorted(d for r in requests for d in r["sample_digests"])
+    submitted = [
+        d
+        for r in requests
+        for d in stack.api.get(f"/v1/deletion-requests/{r['id']}/sample-digests").json()["sample_digests"]
+    ]
+    assert sorted(digests) == sorted(submitted)
     assert len(set(digests)) == len(digests) == 2 * n
 
     # The versions form one chain: each version's parent is the one before it, one per job.
