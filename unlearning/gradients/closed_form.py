@@ -10,16 +10,16 @@ g_i · M are matrix products over E and H and the B×C×K per-sample gradients a
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from unlearning import budgets
 from unlearning.batching import iterate_batches
 from unlearning.gradients.source import GradientSource
 from unlearning.losses import lm_targets
 from unlearning.targets import ClosedFormNotApplicable, forward_capture, head_for
-from unlearning.types import Dataset, Task
+from unlearning.types import Task
 
 
 def _augment(h: torch.Tensor, use_w: bool, use_b: bool) -> torch.Tensor:
@@ -48,25 +48,17 @@ def _residuals(
     return e * scale.unsqueeze(-1)
 
 
+@dataclass
 class LinearHeadGradients(GradientSource):
     """Closed-form back end; raises ClosedFormNotApplicable (at construction, or in the first forward
     pass) when θ is not a final, untied linear head whose output is the model output."""
 
     path = "closed_form"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        data: Dataset,
-        task: Task,
-        names: list[str],
-        device: torch.device,
-        *,
-        batch_size: int,
-    ) -> None:
-        super().__init__(model, data, task, names, device)
-        self.batch_size = batch_size
-        self.head, self.use_w, self.use_b = head_for(model, names)
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        self.head, self.use_w, self.use_b = head_for(self.model, self.names)
         # Classification keeps the factors of the first pass for the products ([N, C] and [N, K]:
         # small); a causal LM's [N, T, V] residuals would cost more than a second forward pass.
         self._kept: list[tuple[torch.Tensor, torch.Tensor]] | None = None

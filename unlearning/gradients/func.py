@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from unlearning.errors import ParamsError
 from unlearning.gradients.source import RowGradients
 from unlearning.losses import logits, loss_from_logits
 from unlearning.targets import target_params
-from unlearning.types import Dataset, Task
+from unlearning.types import Dataset
 
 
 def func_chunk_size(model: nn.Module, data: Dataset, names: Sequence[str], chunk_size: int) -> int:
@@ -29,24 +30,14 @@ def func_chunk_size(model: nn.Module, data: Dataset, names: Sequence[str], chunk
     return budgets.batch_size_for(data, min(chunk_size, by_grads), budgets.output_size(model))
 
 
+@dataclass
 class FuncGradients(RowGradients):
     """Rows [c, P] for chunks of up to ``chunk_size`` samples; :func:`func_chunk_size` lowers c where
     [c, P] or the chunk's logits would be too large."""
 
     path = "func"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        data: Dataset,
-        task: Task,
-        names: list[str],
-        device: torch.device,
-        *,
-        chunk_size: int,
-    ) -> None:
-        super().__init__(model, data, task, names, device)
-        self.chunk_size = chunk_size
+    chunk_size: int
 
     def rows(self) -> Iterator[torch.Tensor]:
         model, task, names = self.model, self.task, self.names

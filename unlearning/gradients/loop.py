@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -14,6 +15,7 @@ from unlearning.samples import num_samples, take
 from unlearning.targets import target_params
 
 
+@dataclass
 class LoopGradients(RowGradients):
     path = "loop"
 

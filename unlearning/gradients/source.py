@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -17,13 +19,17 @@ from unlearning import budgets
 from unlearning.types import Dataset, Task
 
 
+@dataclass
 class GradientSource(ABC):
     """Per-sample gradients of the loss of every sample of ``data`` with respect to θ (``names``)."""
 
-    path: str  # "closed_form" | "func" | "loop", reported as the influence path
+    path: ClassVar[str]  # "closed_form" | "func" | "loop", reported as the influence path
 
-    def __init__(self, model: nn.Module, data: Dataset, task: Task, names: list[str], device: torch.device):
-        self.model, self.data, self.task, self.names, self.device = model, data, task, names, device
+    model: nn.Module
+    data: Dataset
+    task: Task
+    names: list[str]  # θ, in target order
+    device: torch.device
 
     @abstractmethod
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +48,7 @@ class GradientSource(ABC):
         return x
 
 
+@dataclass
 class RowGradients(GradientSource):
     """A back end that produces rows [c, P]: the moments and the products stream them.
 
@@ -49,7 +56,7 @@ class RowGradients(GradientSource):
     ``budgets.MAX_CHUNK_ELEMENTS``; beyond that the second pass recomputes them.
     """
 
-    _cache: list[torch.Tensor] | None = None  # the rows of the first pass, when they fit
+    _cache: list[torch.Tensor] | None = field(default=None, init=False, repr=False)  # first-pass rows
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         f_sum: torch.Tensor | None = None
