@@ -15,6 +15,7 @@ from service.errors import install_error_handlers
 from service.keys.logic import bootstrap_admin_key
 from service.migrate import upgrade
 from service.ops.bodylimit import BodySizeLimitMiddleware
+from service.ops.headers import SecurityHeadersMiddleware
 from service.ops.logging import configure_logging
 from service.ops.metrics import build_registry
 from service.ops.middleware import ObservabilityMiddleware
@@ -76,8 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
 
     install_error_handlers(app)
-    # Added last = outermost: the size limit sees the request before anything reads it, and the
-    # observability middleware wraps everything so even a 413 gets a request id and a log line.
+    # Added last = outermost: the size limit sees the request before anything reads it, the
+    # observability middleware wraps it so even a 413 gets a request id and a log line, and the
+    # headers middleware wraps them all so that every answer, a 413 or 500 too, gets nosniff.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=http_metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from unlearning.errors import InvalidInputError
@@ -140,6 +141,14 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     title = status_title(exc.status_code)
     if detail == title:
         detail = None
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI answers every body it cannot parse with a bare 400; a JSON body nested too deep
+        # or with a too-long integer is bad input like any other: say what is wrong, as a 422.
+        from service.jsonbody import json_error_detail
+
+        reason = json_error_detail(exc.__cause__)
+        if reason is not None:
+            return problem_response(unprocessable(reason))
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         allowed = _allowed_methods(request)
@@ -153,6 +162,15 @@ async def _on_invalid_input(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(unprocessable(str(exc), error=type(exc).__name__))
 
 
+async def _on_client_disconnect(request: Request, _exc: Exception) -> JSONResponse:
+    # The client went away before its body was complete: nothing failed here and nobody reads the
+    # answer, so it is an info line, not an "unhandled_error" with a traceback.
+    _log.info("client_disconnected", path=request.url.path)
+    return problem_response(
+        Problem(400, "Bad Request", "the client disconnected before the request body was complete")
+    )
+
+
 async def _on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     # Log the traceback for operators; the client sees no internals.
     _log.error("unhandled_error", path=request.url.path, exc_info=exc)
@@ -164,4 +182,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(InvalidInputError, _on_invalid_input)
+    app.add_exception_handler(ClientDisconnect, _on_client_disconnect)
     app.add_exception_handler(Exception, _on_unhandled)

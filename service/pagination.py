@@ -10,13 +10,14 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query, Request
 from pydantic import BaseModel
 from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.types import TypeDecorator
 
 from service.errors import unprocessable
 
@@ -43,8 +44,29 @@ def _encode_value(value: Any) -> Any:
 
 def _decode_value(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"dt"}:
-        return datetime.fromisoformat(value["dt"])
+        parsed = datetime.fromisoformat(value["dt"])
+        # As the columns store them: aware, in UTC (a far offset at year 1 overflows here, not in SQL).
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     return value
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _fits(column: InstrumentedAttribute[Any], value: Any) -> bool:
+    """Whether a cursor value can be compared with ``column``: a client-made cursor may hold
+    null, a wrong type, an integer beyond the database's or a NUL byte, which the database
+    would answer with an error (a 500) or, for null, with a silently empty page."""
+    sql_type = column.type
+    # A TypeDecorator (UTCDateTime) says "object"; the type it stores as says what compares.
+    python_type = (sql_type.impl_instance if isinstance(sql_type, TypeDecorator) else sql_type).python_type
+    if python_type is int:
+        return type(value) is int and _INT64[0] <= value <= _INT64[1]
+    if python_type is str:
+        return isinstance(value, str) and "\x00" not in value
+    if python_type is datetime:
+        return isinstance(value, datetime)
+    return False
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -52,14 +74,20 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, n_values: int) -> list[Any]:
+def decode_cursor(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[Any]:
+    """The sort key a cursor holds, each value checked against its column's type (422 if not)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = json.loads(raw)
-        if not isinstance(values, list) or len(values) != n_values:
+        if not isinstance(values, list) or len(values) != len(columns):
             raise ValueError("wrong shape")
-        return [_decode_value(v) for v in values]
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        decoded = [_decode_value(v) for v in values]
+        if not all(_fits(c, v) for c, v in zip(columns, decoded, strict=True)):
+            raise ValueError("wrong value types")
+        return decoded
+    # ValueError covers bad base64 and JSON (and UnicodeDecodeError); TypeError a non-string
+    # "dt"; OverflowError a datetime out of range; RecursionError deeply nested JSON.
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error) as exc:
         raise unprocessable("invalid cursor: pass next_cursor from a previous page unchanged") from exc
 
 
@@ -77,7 +105,7 @@ def paginate(
     (a unique combination of columns). Returns the rows and the cursor of the next page."""
     cols = list(order_by)
     if cursor is not None:
-        after = decode_cursor(cursor, len(cols))
+        after = decode_cursor(cursor, cols)
         if len(cols) == 1:
             cond = cols[0] < after[0] if descending else cols[0] > after[0]
         else:

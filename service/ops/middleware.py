@@ -8,6 +8,7 @@ import time
 import uuid
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PROBLEM_JSON
@@ -69,6 +70,10 @@ class ObservabilityMiddleware:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except ClientDisconnect:
+                # The client left mid-body (the error handlers answer this themselves; this is for
+                # a disconnect raised outside a route): no one to answer, nothing wrong here.
+                _log.info("client_disconnected", path=scope["path"])
             except Exception as exc:
                 # Answered here rather than by Starlette's outermost handler so that the 500 carries
                 # the request id, and its log line too. The client learns nothing of the internals.

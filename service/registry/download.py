@@ -15,6 +15,12 @@ from service.storage import ArtifactStore
 _CHUNK = 1024 * 1024
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
+# A numbered version never changes: caches may keep it, but private (they must not serve one
+# caller's download to another, who may lack the rights).
+IMMUTABLE = "private, max-age=31536000, immutable"
+# An alias such as "latest" moves to each new version: caches must revalidate (ETag) every time.
+REVALIDATE = "private, no-cache"
+
 
 def etag_for(sha256: str) -> str:
     return f'"{sha256}"'
@@ -88,15 +94,16 @@ def artifact_response(
     if_none_match: str | None,
     range_header: str | None,
     if_range: str | None,
+    immutable: bool = True,
 ) -> tuple[Response, tuple[int, int] | None]:
-    """The response, and the byte range sent (None for a 304 or a HEAD)."""
+    """The response, and the byte range sent (None for a 304 or a HEAD). ``immutable=False`` for
+    a representation that a later request to the same URL may not get (an alias like latest)."""
     etag = etag_for(sha256)
     headers = {
         "ETag": etag,
         "Repr-Digest": repr_digest(sha256),
         "Accept-Ranges": "bytes",
-        # Versions are immutable: caches may keep them, but must revalidate the caller's rights.
-        "Cache-Control": "private, max-age=31536000, immutable",
+        "Cache-Control": IMMUTABLE if immutable else REVALIDATE,
     }
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers), None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.db import session_scope
 from service.errors import Problem, conflict, not_found, unprocessable
+from service.registry.hfconfig import inline_hf_config
 from service.tables import Model, ModelVersion
 from unlearning import build_model
 from unlearning.architectures.registry import ModelSpec
@@ -39,7 +42,8 @@ def parse_version_ref(ref: str | int) -> VersionRef:
         return ref
     if ref == "latest":
         return "latest"
-    if ref.isdigit() and len(ref) < 10:
+    # ASCII digits only: str.isdigit() also accepts "¹" (int() refuses it: a 500) and "٣" (read as 3).
+    if ref.isascii() and ref.isdigit() and len(ref) < 10:
         return int(ref)
     raise unprocessable(f"version must be a positive integer or 'latest', got {ref!r}")
 
@@ -174,11 +178,16 @@ def create_model(
     architecture: dict[str, Any],
     description: str | None,
     tags: list[str],
+    hf_config_dirs: Sequence[Path] = (),
 ) -> Model:
-    normalised = check_architecture(task, architecture)
+    # The name first: building a large HF config takes seconds, a taken name is known at once.
     exists = session.scalars(select(Model.id).where(Model.tenant_id == tenant_id, Model.name == name)).first()
     if exists is not None:
         raise conflict(f"model {name!r} already exists")
+    # End that read before the build: on SQLite every transaction holds the write lock, which
+    # workers need for their heartbeats. A create racing this one still gets its 409 below.
+    session.commit()
+    normalised = check_architecture(task, inline_hf_config(architecture, hf_config_dirs))
     model = Model(
         tenant_id=tenant_id,
         name=name,

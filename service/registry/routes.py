@@ -23,7 +23,9 @@ Writer = Annotated[Principal, Depends(require("models:write"))]
 
 
 @router.post("", status_code=201, response_model=ModelOut, summary="Register a model")
-def create_model(body: ModelCreate, session: DbSession, principal: Writer, response: Response) -> Any:
+def create_model(
+    body: ModelCreate, session: DbSession, principal: Writer, ctx: Context, response: Response
+) -> Any:
     model = logic.create_model(
         session,
         tenant_id=principal.tenant_id,
@@ -33,6 +35,7 @@ def create_model(body: ModelCreate, session: DbSession, principal: Writer, respo
         architecture=body.architecture.model_dump(),
         description=body.description,
         tags=body.tags,
+        hf_config_dirs=ctx.settings.hf_config_dirs,
     )
     response.headers["Location"] = f"/v1/models/{model.name}"
     return logic.model_out(model)
@@ -148,7 +151,11 @@ def download_checkpoint(
         if_none_match=if_none_match,
         range_header=range_header,
         if_range=if_range,
+        # "latest" moves with every new version; only a numbered version's bytes never change.
+        immutable=v != "latest",
     )
+    if v == "latest":
+        resp.headers["Content-Location"] = f"/v1/models/{model.name}/versions/{version.version}/checkpoint"
     # One event per download, not per chunk: a resumed or parallel download's later ranges
     # (start > 0) and cache revalidations (304) are not recorded.
     if sent is not None and sent[0] == 0:

@@ -51,14 +51,19 @@ def _transformers() -> Any:
 
 def load_hf_config(cfg: HFConfig) -> Any:
     transformers = _transformers()
-    try:
-        if cfg.path is not None:
+    if cfg.path is not None:
+        try:
             directory = Path(cfg.path)
-            if not (directory / "config.json").is_file():
-                raise ArchitectureError(f"path: {cfg.path!r} is not a directory with a config.json")
-            return transformers.AutoConfig.from_pretrained(
-                str(directory), local_files_only=True, trust_remote_code=False
-            )
+            if (directory / "config.json").is_file():
+                return transformers.AutoConfig.from_pretrained(
+                    str(directory), local_files_only=True, trust_remote_code=False
+                )
+        except Exception:
+            pass
+        # One message whether the directory is missing, unreadable or holds a bad config.json, and
+        # no parser text (it may quote the file): a caller must not learn what exists on this machine.
+        raise ArchitectureError(f"path: cannot load a Hugging Face config.json from {cfg.path!r}")
+    try:
         fields = dict(cfg.hf_config or {})
         model_type = fields.pop("model_type", None)
         if not isinstance(model_type, str):
@@ -67,8 +72,7 @@ def load_hf_config(cfg: HFConfig) -> Any:
     except ArchitectureError:
         raise
     except Exception as exc:
-        where = "path" if cfg.path is not None else "hf_config"
-        raise ArchitectureError(f"{where}: cannot load the Hugging Face config: {exc}") from exc
+        raise ArchitectureError(f"hf_config: cannot load the Hugging Face config: {exc}") from exc
 
 
 def _max_len(conf: Any) -> int | None:
