@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     storage_url: str = ""  # any fsspec URL; default: {data_dir}/artifacts
 
     admin_key: str | None = None  # created with every scope on start if no key exists yet
+    # Keys the digests shown outside the database (service/privacy.py); embedded: made on first start.
+    secret_key: SecretStr | None = None
     admin_tenant: str = "default"
 
     max_body_bytes: int = 256 * 1024 * 1024
