@@ -188,9 +188,10 @@ def run(
         model = build_model(spec)
         load_checkpoint(model, checkpoint)
         # validate_dataset loads the file (safetensors / npz, never pickle) and normalises dtypes.
-        forget_data = validate_dataset(forget, model)
-        eval_data = validate_dataset(eval_set, model) if eval_set is not None else None
-        retain_data = validate_dataset(retain, model) if retain is not None else None
+        # The operator's own files: no bound on what an .npz inflates to (a retain set may be GBs).
+        forget_data = validate_dataset(forget, model, max_bytes=None)
+        eval_data = validate_dataset(eval_set, model, max_bytes=None) if eval_set is not None else None
+        retain_data = validate_dataset(retain, model, max_bytes=None) if retain is not None else None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InvalidInputError(f"--device {device}: CUDA is not available on this machine")
 
