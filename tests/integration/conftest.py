@@ -3,18 +3,23 @@
 Nothing is mocked: workers are ``python -m celery -A worker.celery_app worker`` subprocesses
 configured through ``UNLEARN_*`` environment variables, against the real PostgreSQL / Redis
 servers (fixtures ``postgres_url`` / ``redis_url``) or the embedded defaults (SQLite, kombu's
-filesystem broker, a local artifact folder). Every process a test starts is killed in teardown.
+filesystem broker, a local artifact folder). Every process a test starts is killed in teardown,
+with all its descendants, even those in sessions of their own or orphaned: see
+:func:`kill_process_tree`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +99,121 @@ def digits() -> Digits:
     )
 
 
+# --- process trees (Linux /proc) ------------------------------------------------------------------
+
+# Every process a test starts carries this variable with a value of its own, and passes it to the
+# processes it starts: teardown finds them all by it, even those that were orphaned and adopted.
+TREE_MARKER_ENV = "PYTEST_UNLEARN_PROCESS_TREE"
+
+
+def new_tree_marker() -> str:
+    return uuid.uuid4().hex
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process."""
+    out: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{entry.name}/stat").read_bytes()
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            out[int(entry.name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: children, grandchildren... whatever session they are in."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for child, parent in _parents().items():
+        children[parent].append(child)
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def marked(marker: str) -> list[int]:
+    """The live processes whose environment carries ``marker`` (a zombie's environment is empty)."""
+    needle = f"{TREE_MARKER_ENV}={marker}".encode()
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if needle in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
+                    out.append(int(entry.name))
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return "gone"
+    return stat[stat.rfind(b")") + 2 :].split()[0].decode()
+
+
+def kill_process_tree(proc: subprocess.Popen[bytes], marker: str | None = None, timeout: float = 10) -> None:
+    """SIGKILL ``proc``, everything below it and every process carrying ``marker``; reap ``proc``.
+
+    Children in sessions of their own escape ``killpg``, and orphans leave the tree (they are
+    adopted by init): so the tree is frozen first (SIGSTOP, so that nothing starts or restarts a
+    child meanwhile), collected until nothing new turns up, then killed at once.
+    """
+    found: set[int] = set()
+    for _ in range(50):
+        # A reaped child's pid may be reused: follow the tree only while proc is not reaped.
+        roots = [proc.pid] if proc.returncode is None else []
+        now = {p for root in roots for p in (root, *descendants(root))}
+        now |= set(marked(marker)) if marker else set()
+        now.discard(os.getpid())
+        if not now - found:
+            break
+        for pid in now - found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        found |= now
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while marker and marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def paused(pids: Iterable[int]) -> Iterator[None]:
+    """Hold processes (SIGSTOP) for the block, then let them go on (SIGCONT), whatever happens."""
+    stopped: list[int] = []
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        for pid in stopped:  # SIGSTOP is asynchronous: wait until each one is stopped.
+            deadline = time.monotonic() + 5
+            while _state(pid) not in ("T", "t", "Z", "gone"):
+                assert time.monotonic() < deadline, f"process {pid} did not stop"
+                time.sleep(0.01)
+        yield
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The UNLEARN_* environment that makes a subprocess see the same settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
@@ -111,6 +231,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Worker:
     proc: subprocess.Popen[bytes]
     log_path: Path
+    marker: str | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -135,6 +256,13 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        kill_process_tree(self.proc, self.marker)  # anything it left behind
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the worker (it takes no message meanwhile): a block may then submit several
+        requests that must form one batch, which a live worker could otherwise claim between."""
+        assert self.alive(), self.log()[-3000:]
+        return paused([self.proc.pid, *descendants(self.proc.pid)])
 
 
 @dataclass
@@ -154,22 +282,32 @@ class Stack:
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             f"--hostname={name}-{len(self.workers)}@%h",
         ]  # fmt: skip
+        marker = new_tree_marker()
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(
                 cmd,
                 cwd=ROOT,
-                env=settings_env(self.settings),
+                env={**settings_env(self.settings), TREE_MARKER_ENV: marker},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: teardown kills all of it
             )
-        w = Worker(proc, log_path)
+        w = Worker(proc, log_path, marker)
         self.workers.append(w)
         return w
 
     def stop_all(self) -> None:
         for w in self.workers:
             w.kill(signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def workers_paused(self) -> Iterator[None]:
+        """Hold every live worker for the block (see :meth:`Worker.paused`)."""
+        with contextlib.ExitStack() as stack:
+            for w in self.workers:
+                if w.alive():
+                    stack.enter_context(w.paused())
+            yield
 
     # -- API helpers ----------------------------------------------------------------------------
 
@@ -260,9 +398,16 @@ __all__ = [
     "ADMIN_KEY",
     "DIGITS_ARCH",
     "ROOT",
+    "TREE_MARKER_ENV",
     "Digits",
     "Stack",
     "Worker",
+    "cmdline",
+    "descendants",
+    "kill_process_tree",
+    "marked",
+    "new_tree_marker",
+    "paused",
     "settings_env",
     "submit_deletion",
     "wait_for_job",
