@@ -34,3 +34,24 @@ def loads(raw: str | bytes, *, what: str = "the body") -> Any:
     except (ValueError, RecursionError) as exc:
         detail = json_error_detail(exc, what) or f"{what} is not valid JSON"
         raise unprocessable(detail) from None
+
+
+# Real configs nest a few levels (an HF config's sub-configs: 3 or 4). Far deeper ones are refused
+# at the door: pydantic, copy.deepcopy and json.dumps all recurse, and fail at a few hundred.
+MAX_NESTING = 32
+
+
+def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
+    """How deep lists and dicts nest in ``value``, counted without recursion; stops at limit + 1."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth) for child in children)
+    return deepest

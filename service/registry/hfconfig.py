@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import Problem, unprocessable
+from service.jsonbody import MAX_NESTING, nesting_depth
 from unlearning.architectures import get_architecture
 from unlearning.architectures.hf import HFConfig
 from unlearning.errors import ArchitectureError
@@ -56,7 +57,7 @@ def _read_allowed(path: Any, allowed_dirs: Sequence[Path]) -> dict[str, Any] | N
         fields = json.loads(raw) if len(raw) <= MAX_CONFIG_BYTES else None
     except (OSError, ValueError, RecursionError):
         return None
-    return fields if isinstance(fields, dict) else None
+    return fields if isinstance(fields, dict) and nesting_depth(fields) <= MAX_NESTING else None
 
 
 def inline_hf_config(architecture: dict[str, Any], allowed_dirs: Sequence[Path]) -> dict[str, Any]:

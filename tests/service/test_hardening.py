@@ -92,6 +92,16 @@ def test_deeply_nested_json_body_is_422(sqlite_api: ApiClient, path: str) -> Non
     assert "nested too deeply" in assert_problem(r, 422)["detail"]
 
 
+@pytest.mark.parametrize("depth", [40, 400, 900])
+def test_deeply_nested_architecture_config_is_422(sqlite_api: ApiClient, depth: int) -> None:
+    # Parsed fine by json, but pydantic's serialiser (in the engine) gave up at a few hundred: a 500.
+    config = {"hf_config": {"model_type": "gpt2", "x": json.loads('{"a":' * depth + "1" + "}" * depth)}}
+    body = {"name": "deep", "task": "causal-lm", "architecture": {"name": "hf-causal-lm", "config": config}}
+    detail = assert_problem(sqlite_api.post("/v1/models", json=body), 422)["detail"]
+    assert "nested more than 32 levels deep" in detail
+    assert sqlite_api.get("/v1/models").json()["items"] == []
+
+
 def test_json_integer_beyond_the_digit_limit_is_422(sqlite_api: ApiClient) -> None:
     r = sqlite_api.post("/v1/models", content=HUGE_INT, headers={"Content-Type": "application/json"})
     assert "more than 4300 digits" in assert_problem(r, 422)["detail"]
