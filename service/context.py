@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory
-from service.outbox import Publisher
+from service.deletions.purge import purge_forget_sets
+from service.outbox import Publisher, publish_rows
 from service.privacy import load_service_secret, tenant_key
 from service.settings import Settings
 from service.storage import ArtifactStore
@@ -40,15 +41,18 @@ class ServiceContext:
 
     def run_effects(self, effects: PendingEffects) -> None:
         """What a committed transaction recorded (service.unit_of_work): publish, then purge."""
-        from service.deletions.purge import purge_forget_sets
-        from service.outbox import publish_rows
-
         if effects.outbox_ids:
-            publish_rows(self, self.publisher, effects.outbox_ids)
+            publish_rows(self.session_factory, self.publisher, effects.outbox_ids)
         if effects.purge_request_ids:
-            purge_forget_sets(self, effects.purge_request_ids)
+            self.purge_forget_sets(effects.purge_request_ids)
         for callback in effects.callbacks:
             callback()
+
+    def purge_forget_sets(self, request_ids: list[str] | None = None) -> int:
+        """Stored forget sets of ended requests past their retention (all, or these requests')."""
+        return purge_forget_sets(
+            self.session_factory, self.storage, self.settings.forget_set_retention_seconds, request_ids
+        )
 
     def tenant_key(self, tenant_id: str) -> bytes:
         """The key of the tenant's digests outside the database (service/privacy.py)."""

@@ -9,19 +9,16 @@ was rolled back. Delivery is at least once; the worker's atomic claim makes dupl
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.broker import TOPIC_JOB_RUN
 from service.db import session_scope, utcnow
 from service.tables import OutboxMessage
 from service.unit_of_work import publish_after_commit
-
-if TYPE_CHECKING:
-    from service.context import ServiceContext
 
 log = structlog.get_logger("service.outbox")
 
@@ -46,14 +43,14 @@ def enqueue_job(session: Session, job_id: str) -> OutboxMessage:
     return row
 
 
-def publish_rows(ctx: ServiceContext, publisher: Publisher, ids: Iterable[int]) -> int:
+def publish_rows(sessions: sessionmaker[Session], publisher: Publisher, ids: Iterable[int]) -> int:
     """Publish the given rows (after their transaction committed); returns how many went out.
 
     A failure is recorded on the row and swallowed: the reconciler publishes it later.
     """
     sent = 0
     for row_id in ids:
-        with session_scope(ctx.session_factory) as session:
+        with session_scope(sessions) as session:
             row = session.get(OutboxMessage, row_id)
             if row is None:
                 continue
@@ -62,14 +59,14 @@ def publish_rows(ctx: ServiceContext, publisher: Publisher, ids: Iterable[int]) 
             publisher.publish(topic, payload)
         except Exception as exc:  # the broker may be down; the row stays for the reconciler
             log.warning("outbox_publish_failed", outbox_id=row_id, topic=topic, error=repr(exc))
-            with session_scope(ctx.session_factory) as session:
+            with session_scope(sessions) as session:
                 session.execute(
                     update(OutboxMessage)
                     .where(OutboxMessage.id == row_id)
                     .values(attempts=OutboxMessage.attempts + 1, last_error=repr(exc)[:2000])
                 )
             continue
-        with session_scope(ctx.session_factory) as session:
+        with session_scope(sessions) as session:
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row_id)

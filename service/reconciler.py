@@ -26,7 +26,6 @@ from sqlalchemy import select, update
 from service.broker import TOPIC_JOB_RUN
 from service.context import ServiceContext
 from service.db import db_time, session_scope, utcnow
-from service.deletions.purge import purge_forget_sets
 from service.jobs import lifecycle
 from service.jobs.errors import JobError
 from service.jobs.states import JobStatus
@@ -114,7 +113,7 @@ def _stale_outbox(ctx: ServiceContext) -> tuple[int, int]:
                 # The running job announces the model's next queued job when it ends.
                 continue
             republish.append(row.id)
-    sent = publish_rows(ctx, ctx.publisher, republish) if republish else 0
+    sent = publish_rows(ctx.session_factory, ctx.publisher, republish) if republish else 0
     return sent, dropped
 
 
@@ -123,9 +122,9 @@ def reconcile_once(ctx: ServiceContext) -> dict[str, int]:
     stats["locks_released"] = _expired_locks(ctx)
     with session_scope(ctx.session_factory) as s:
         pending = unpublished_ids(s)
-    stats["published"] = publish_rows(ctx, ctx.publisher, pending) if pending else 0
+    stats["published"] = publish_rows(ctx.session_factory, ctx.publisher, pending) if pending else 0
     stats["republished"], stats["outbox_dropped"] = _stale_outbox(ctx)
-    stats["forget_sets_purged"] = purge_forget_sets(ctx)
+    stats["forget_sets_purged"] = ctx.purge_forget_sets()
     if any(v for k, v in stats.items() if k != "outbox_dropped"):
         log.info("reconciled", **stats)
     return stats

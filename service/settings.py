@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     hf_config_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     max_inline_samples: int = 10_000
     max_forget_samples: int = 100_000
+    max_bulk_requests: int = Field(default=1000, ge=1)  # deletion requests per bulk call
+
+    # Training data sets (service/datasets). An upload is streamed into shards of
+    # dataset_shard_samples rows: erasing a few samples rewrites only the shards that hold them.
+    dataset_max_samples: int = Field(default=10_000_000, ge=1)  # per version, from the headers
+    dataset_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)  # upload, and an .npz inflated
+    dataset_shard_samples: int = Field(default=1024, ge=1, le=1_000_000)
+    dataset_retain_max_samples: int = Field(default=10_000, ge=1)  # bound of a retain_sample subset
 
     # Jobs
     job_lease_seconds: float = 60.0
@@ -49,6 +57,21 @@ class Settings(BaseSettings):
     device: str = "auto"
     torch_threads: int | None = Field(default=None, ge=1)  # None: torch's default (all cores)
 
+    # Sharing the workers between tenants (service/jobs/fairness.py, service/deletions/limits.py).
+    tenant_max_running_jobs: int = Field(default=2, ge=1)
+    tenant_max_queued_samples: int = Field(default=1_000_000, ge=1)
+    # Wall-clock budget of one run of a job; past it the engine stops at its next step.
+    job_time_budget_seconds: float = Field(default=1800.0, gt=0)
+    # Upper bounds on numeric method params, whichever method has them (operators tighten these).
+    method_param_bounds: dict[str, float] = Field(
+        default_factory=lambda: {
+            "epochs": 1000.0,
+            "max_epochs": 1000.0,
+            "batch_size": 65536.0,
+            "steps": 10000.0,
+        }
+    )
+
     # Acceptance policy defaults (per-request overrides are bounded by the *_max values).
     policy_max_eval_accuracy_drop: float = 0.05
     policy_max_eval_accuracy_drop_limit: float = 0.5
@@ -57,6 +80,14 @@ class Settings(BaseSettings):
     log_json: bool = True
     log_level: str = "INFO"
     run_reconciler_in_api: bool = True
+
+    # Signatures (service/certificates): the Ed25519 private key as PEM, or a file holding it.
+    # Neither (the embedded mode): one is made on first start in {data_dir}/signing-key.pem, 0600.
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None
+    # How often the API signs the head of every audit chain (0: never). A chain cut below its
+    # last signed head fails verification, so this bounds how many events can vanish unnoticed.
+    audit_sign_interval_seconds: float = Field(default=60.0, ge=0)
 
     worker_concurrency: int = Field(default=1, ge=1)
 

@@ -27,6 +27,8 @@ log = structlog.get_logger("worker.tasks")
 # Seconds before a job whose model is busy (another job of it runs) is tried again. The finishing
 # job also announces the model's next queued job, so this is only the safety net.
 MODEL_BUSY_RETRY_SECONDS = 10
+# A tenant at its share of the workers waits for one of its jobs to end: try again soon.
+TENANT_BUSY_RETRY_SECONDS = 3
 
 _ctx: ServiceContext | None = None
 _ctx_lock = threading.Lock()
@@ -65,4 +67,6 @@ def run_job(self: Any, job_id: str) -> str:
     outcome = run_job_once(context(), job_id, worker_identity())
     if outcome == RunOutcome.MODEL_BUSY:
         raise self.retry(countdown=MODEL_BUSY_RETRY_SECONDS)
+    if outcome == RunOutcome.TENANT_BUSY:
+        raise self.retry(countdown=TENANT_BUSY_RETRY_SECONDS)
     return str(outcome)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,11 @@ from service import idempotency
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.db import session_scope
+from service.deletions.limits import check_backlog, check_param_bounds
 from service.deletions.purge import key_referenced
 from service.deletions.schemas import DeletionRequestOut, SampleDigestsOut
 from service.deps import Principal
-from service.errors import conflict, not_found, unprocessable
+from service.errors import Problem, conflict, not_found, unprocessable
 from service.jobs.policy import AcceptancePolicy, PolicyLimitError
 from service.jobs.states import JobStatus, RequestStatus
 from service.listing import ModelListQuery, page_model_rows
@@ -27,6 +29,7 @@ from service.outbox import enqueue_job
 from service.privacy import keyed_digest, keyed_digests
 from service.registry.logic import get_model, get_version
 from service.settings import Settings
+from service.storage import StoredObject
 from service.tables import DeletionRequest, Job, Model
 from service.unit_of_work import call_after_commit
 
@@ -188,24 +191,28 @@ def _join_or_create_job(
     return job.id, False
 
 
-def submit(
-    ctx: ServiceContext,
-    db: Session,
-    principal: Principal,
-    model_name: str,
-    intake: Intake,
-    idem: idempotency.IdempotencyContext | None,
-) -> Answer:
+@dataclass
+class Prepared:
+    """A request validated against its model, its forget set stored: ready to be recorded."""
+
+    model: Model  # detached snapshot (id, name, architecture)
+    intake: Intake
+    method: str
+    params: dict[str, Any]
+    policy: AcceptancePolicy
+    digests: list[str]
+    blob: bytes
+    stored: StoredObject
+
+
+def prepare(ctx: ServiceContext, principal: Principal, model_name: str, intake: Intake) -> Prepared:
+    """Validate everything against the model and store the forget set; writes no row.
+
+    Reads in a short transaction of its own, then validates the samples outside any: on SQLite
+    every transaction holds the write lock, and parsing tensors is CPU work.
+    """
     settings = ctx.settings
-    # 1. Read and validate in a short transaction of its own, then validate the samples outside
-    # any: on SQLite every transaction holds the write lock, and parsing tensors is CPU work.
     with session_scope(ctx.session_factory) as read:
-        if idem is not None:
-            stored = idempotency.lookup(read, idem)
-            if stored is not None:
-                return Answer(
-                    stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}
-                )
         model = get_model(read, principal.tenant_id, model_name)
         if model.latest_version is None:
             raise conflict(f"model {model_name} has no version yet: upload one before requesting deletions")
@@ -217,6 +224,7 @@ def submit(
             )
         policy = resolve_policy(settings, intake.policy)
         method, params = resolve_method(settings, intake.method, intake.params, policy)
+        check_param_bounds(settings, params)
         if params.get("early_stop") in ("eval_accuracy", "mia"):
             latest = get_version(read, model, "latest")
             if latest.eval_set_key is None:
@@ -226,97 +234,166 @@ def submit(
                     error="ParamsError",
                 )
     _data, blob, digests = validate_forget_set(settings, model, intake)
-    n = len(digests)
+    # Content-addressed: a retry stores nothing new.
+    stored = ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
+    return Prepared(model, intake, method, params, policy, digests, blob, stored)
 
-    # 2. Store the normalised forget set (content-addressed: a retry stores nothing new).
-    stored_obj = ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
 
-    # 3. One transaction (committed by the caller's session scope): request, job (new or joined),
-    # outbox row, audit event, idempotency record. The job is handed to the broker after commit.
-    try:
-        # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
-        # concurrent requests then find each other's open batch instead of each creating a job.
-        db.execute(select(Model.id).where(Model.id == model.id).with_for_update())
-        policy_json = policy.model_dump(mode="json")
-        job_id, joined = _join_or_create_job(
-            db, settings, model, principal.tenant_id, method, params, policy_json, n
-        )
-        req = DeletionRequest(
-            tenant_id=principal.tenant_id,
-            model_id=model.id,
-            job_id=job_id,
-            subject=intake.subject,
-            method=method,
-            params=params,
-            policy=policy_json,
-            base_version=intake.base_version,
-            status=RequestStatus.QUEUED,
-            n_samples=n,
-            sample_digests=digests,
-            forget_set_sha256=stored_obj.sha256,
-            forget_set_key=stored_obj.key,
-            created_by_key=principal.key_id,
-        )
-        db.add(req)
-        db.flush()
-        key = ctx.tenant_key(principal.tenant_id)
-        if not joined:
-            enqueue_job(db, job_id)
-        append_event(
-            db,
-            actor=principal.actor,
-            action="deletion.requested",
-            tenant_id=principal.tenant_id,
-            model=model.name,
-            object_id=req.id,
-            payload={
-                "job_id": job_id,
-                "joined_batch": joined,
-                "subject_digest": subject_digest(key, intake.subject),
-                "method": method,
-                "n_samples": n,
-                "forget_set_sha256": stored_obj.sha256,
-                "sample_digests": keyed_digests(key, digests),
-            },
-        )
-        body = to_out(req, model.name, key).model_dump(mode="json")
-        headers = {"Location": f"/v1/deletion-requests/{req.id}"}
-        if idem is not None:
-            idempotency.store(db, idem, 202, body, headers)
-        db.flush()  # a duplicate Idempotency-Key fails here, not at commit
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won: answer as it did.
-        db.rollback()
-        _forget_orphan(ctx, stored_obj.key)
-        if idem is not None:
-            stored = idempotency.lookup(db, idem)
-            if stored is not None:
-                return Answer(
-                    stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"}
-                )
-        raise
-    except BaseException:
-        db.rollback()  # before the orphan check, which reads in a session of its own
-        _forget_orphan(ctx, stored_obj.key)
-        raise
+def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) -> DeletionRequest:
+    """Write the request, its job (new or joined), the outbox row and the audit event in the
+    caller's transaction; the job is handed to the broker after it commits."""
+    settings = ctx.settings
+    n = len(p.digests)
+    # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
+    # concurrent requests then find each other's open batch instead of each creating a job.
+    db.execute(select(Model.id).where(Model.id == p.model.id).with_for_update())
+    check_backlog(db, settings, principal.tenant_id, n)
+    policy_json = p.policy.model_dump(mode="json")
+    job_id, joined = _join_or_create_job(
+        db, settings, p.model, principal.tenant_id, p.method, p.params, policy_json, n
+    )
+    req = DeletionRequest(
+        tenant_id=principal.tenant_id,
+        model_id=p.model.id,
+        job_id=job_id,
+        subject=p.intake.subject,
+        method=p.method,
+        params=p.params,
+        policy=policy_json,
+        base_version=p.intake.base_version,
+        status=RequestStatus.QUEUED,
+        n_samples=n,
+        sample_digests=p.digests,
+        forget_set_sha256=p.stored.sha256,
+        forget_set_key=p.stored.key,
+        created_by_key=principal.key_id,
+    )
+    db.add(req)
+    db.flush()
+    if not joined:
+        enqueue_job(db, job_id)
+    key = ctx.tenant_key(principal.tenant_id)
+    append_event(
+        db,
+        actor=principal.actor,
+        action="deletion.requested",
+        tenant_id=principal.tenant_id,
+        model=p.model.name,
+        object_id=req.id,
+        payload={
+            "job_id": job_id,
+            "joined_batch": joined,
+            "subject_digest": subject_digest(key, p.intake.subject),
+            "method": p.method,
+            "n_samples": n,
+            "forget_set_sha256": p.stored.sha256,
+            "sample_digests": keyed_digests(key, p.digests),
+        },
+    )
 
     def ensure_stored() -> None:
         # A purge running concurrently may have removed the same content-addressed blob just
         # before our commit made it referenced again; the purge re-checks after deleting, and so
         # do we.
-        if not ctx.storage.exists(stored_obj.key):
-            ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
+        if not ctx.storage.exists(p.stored.key):
+            ctx.storage.put_bytes(p.blob, kind=FORGET_SET_KIND)
 
     call_after_commit(db, ensure_stored)
-    log.info(
-        "deletion_requested", request_id=req.id, job_id=job_id, joined=joined, n_samples=n, model=model.name
-    )
-    return Answer(202, body, headers)
+    log.info("deletion_requested", request_id=req.id, job_id=job_id, joined=joined, n_samples=n)
+    return req
+
+
+def _replay(ctx: ServiceContext, idem: idempotency.IdempotencyContext) -> Answer | None:
+    with session_scope(ctx.session_factory) as read:
+        stored = idempotency.lookup(read, idem)
+    if stored is None:
+        return None
+    return Answer(stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"})
+
+
+def _write_once(
+    ctx: ServiceContext,
+    db: Session,
+    idem: idempotency.IdempotencyContext | None,
+    prepared: list[Prepared],
+    write: Callable[[], Answer],
+) -> Answer:
+    """Run ``write`` in the caller's transaction with its idempotency record; on a race with the
+    same key, answer as the winner did; on any failure, remove the blobs nobody references."""
+    try:
+        answer = write()
+        if idem is not None:
+            idempotency.store(db, idem, answer.status_code, answer.body, answer.headers)
+        db.flush()  # a duplicate Idempotency-Key fails here, not at commit
+        return answer
+    except IntegrityError:
+        db.rollback()
+        for p in prepared:
+            _forget_orphan(ctx, p.stored.key)
+        replay = _replay(ctx, idem) if idem is not None else None
+        if replay is not None:
+            return replay
+        raise
+    except BaseException:
+        db.rollback()  # before the orphan check, which reads in a session of its own
+        for p in prepared:
+            _forget_orphan(ctx, p.stored.key)
+        raise
+
+
+def submit(
+    ctx: ServiceContext,
+    db: Session,
+    principal: Principal,
+    model_name: str,
+    intake: Intake,
+    idem: idempotency.IdempotencyContext | None,
+) -> Answer:
+    if idem is not None and (replay := _replay(ctx, idem)) is not None:
+        return replay
+    p = prepare(ctx, principal, model_name, intake)
+
+    def write() -> Answer:
+        req = record(ctx, db, principal, p)
+        body = to_out(req, p.model.name, ctx.tenant_key(principal.tenant_id)).model_dump(mode="json")
+        return Answer(202, body, {"Location": f"/v1/deletion-requests/{req.id}"})
+
+    return _write_once(ctx, db, idem, [p], write)
+
+
+def submit_bulk(
+    ctx: ServiceContext,
+    db: Session,
+    principal: Principal,
+    model_name: str,
+    intakes: list[Intake],
+    idem: idempotency.IdempotencyContext | None,
+) -> Answer:
+    """Many deletion requests in one call and one transaction: all are accepted, or none."""
+    if idem is not None and (replay := _replay(ctx, idem)) is not None:
+        return replay
+    prepared: list[Prepared] = []
+    for i, intake in enumerate(intakes):
+        try:
+            prepared.append(prepare(ctx, principal, model_name, intake))
+        except Problem as exc:
+            for p in prepared:
+                _forget_orphan(ctx, p.stored.key)
+            exc.detail = f"requests[{i}]: {exc.detail}"
+            exc.extra["index"] = i
+            raise
+
+    def write() -> Answer:
+        key = ctx.tenant_key(principal.tenant_id)
+        items = [to_out(record(ctx, db, principal, p), model_name, key) for p in prepared]
+        return Answer(202, {"items": [i.model_dump(mode="json") for i in items]}, {})
+
+    return _write_once(ctx, db, idem, prepared, write)
 
 
 def _forget_orphan(ctx: ServiceContext, key: str) -> None:
     """Remove a blob stored for a request that was then not committed (unless someone uses it)."""
-    if not key_referenced(ctx, key):
+    if not key_referenced(ctx.session_factory, key):
         with contextlib.suppress(Exception):
             ctx.storage.delete(key)
 

@@ -6,24 +6,30 @@ from datetime import timedelta
 
 import structlog
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from service.context import ServiceContext
 from service.db import db_time, session_scope, utcnow
 from service.jobs.states import TERMINAL_REQUEST
+from service.storage import ArtifactStore
 from service.tables import DeletionRequest
 
 log = structlog.get_logger("service.deletions")
 
 
-def purge_forget_sets(ctx: ServiceContext, request_ids: list[str] | None = None) -> int:
+def purge_forget_sets(
+    sessions: sessionmaker[Session],
+    storage: ArtifactStore,
+    retention_seconds: float,
+    request_ids: list[str] | None = None,
+) -> int:
     """Delete stored forget sets of finished requests once the retention period has passed.
 
     The row is marked first (forget_set_key null, purged_at), then the blob is deleted unless
     another request still references the same content-addressed blob. Returns blobs deleted.
     """
-    retention = timedelta(seconds=ctx.settings.forget_set_retention_seconds)
+    retention = timedelta(seconds=retention_seconds)
     now = utcnow()
-    with session_scope(ctx.session_factory) as s:
+    with session_scope(sessions) as s:
         # Retention is in the query, so a pass never spends its batch on rows still within it.
         stmt = select(DeletionRequest).where(
             DeletionRequest.forget_set_key.is_not(None),
@@ -42,16 +48,16 @@ def purge_forget_sets(ctx: ServiceContext, request_ids: list[str] | None = None)
             r.forget_set_purged_at = now
     deleted = 0
     for key in sorted(keys):
-        if key_referenced(ctx, key):
+        if key_referenced(sessions, key):
             continue  # another request (pending, or within retention) holds the same bytes
         try:
-            blob = ctx.storage.read_bytes(key)
+            blob = storage.read_bytes(key)
         except FileNotFoundError:
             continue
-        ctx.storage.delete(key)
+        storage.delete(key)
         # An intake may have committed a reference to this blob between the check and the delete.
-        if key_referenced(ctx, key):
-            ctx.storage.put_bytes(blob, kind=key.split("/", 1)[0])
+        if key_referenced(sessions, key):
+            storage.put_bytes(blob, kind=key.split("/", 1)[0])
             continue
         deleted += 1
     if deleted:
@@ -59,8 +65,8 @@ def purge_forget_sets(ctx: ServiceContext, request_ids: list[str] | None = None)
     return deleted
 
 
-def key_referenced(ctx: ServiceContext, key: str) -> bool:
-    with session_scope(ctx.session_factory) as s:
+def key_referenced(sessions: sessionmaker[Session], key: str) -> bool:
+    with session_scope(sessions) as s:
         return (
             s.scalars(
                 select(DeletionRequest.id).where(DeletionRequest.forget_set_key == key).limit(1)

@@ -15,6 +15,8 @@ from starlette.datastructures import UploadFile
 from service import idempotency
 from service.deletions import logic
 from service.deletions.schemas import (
+    BulkDeletionIn,
+    BulkDeletionOut,
     DeletionRequestIn,
     DeletionRequestOut,
     DeletionRequestPage,
@@ -153,6 +155,52 @@ async def create_deletion_request(
     )
     # Validation, storage and the database work block; keep them off the event loop.
     answer = await run_in_threadpool(logic.submit, ctx, db, principal, name, intake, idem)
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
+
+
+def _validation_problem(exc: ValidationError) -> Problem:
+    errors = [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_input=False)
+    ]
+    first = errors[0]
+    return unprocessable(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", errors=errors)
+
+
+@router.post(
+    "/v1/models/{name}/deletion-requests/bulk",
+    status_code=202,
+    response_model=BulkDeletionOut,
+    summary="Many deletion requests in one call and one transaction (all or none)",
+)
+async def create_deletion_requests_bulk(
+    name: str,
+    request: Request,
+    ctx: Context,
+    db: DbSession,
+    principal: Writer,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    body = await request.body()
+    try:
+        parsed = BulkDeletionIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise _validation_problem(exc) from exc
+    limit = ctx.settings.max_bulk_requests
+    if len(parsed.requests) > limit:
+        raise unprocessable(f"requests: at most {limit} per call, got {len(parsed.requests)}")
+    intakes = [
+        logic.Intake(
+            source=item.samples.as_mapping(),
+            inline=True,
+            subject=item.subject,
+            method=parsed.method,
+            params=parsed.params,
+            policy=parsed.policy,
+        )
+        for item in parsed.requests
+    ]
+    idem = idempotency.make_context(principal.tenant_id, idempotency_key, "POST", request.url.path, body)
+    answer = await run_in_threadpool(logic.submit_bulk, ctx, db, principal, name, intakes, idem)
     return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
 

@@ -70,3 +70,30 @@ class SampleDigestsOut(BaseModel):
     request_id: str
     n_samples: int
     sample_digests: list[str]
+
+
+class BulkItem(BaseModel):
+    """One deletion request of a bulk intake: its samples and subject."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: Samples
+    subject: str | None = Field(None, max_length=400)
+
+
+class BulkDeletionIn(BaseModel):
+    """``POST /v1/models/{name}/deletion-requests/bulk``: many requests, one transaction.
+
+    Method, params and policy apply to every item, so the requests batch into one job.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[BulkItem] = Field(min_length=1)
+    method: str | None = Field(None, max_length=64)
+    params: dict[str, Any] | None = None
+    policy: AcceptancePolicy | None = None
+
+
+class BulkDeletionOut(BaseModel):
+    items: list[DeletionRequestOut]

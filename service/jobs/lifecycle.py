@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from service.audit.logic import append_event
 from service.db import db_time, utcnow
 from service.jobs.errors import JobError, ModelBusy, NotClaimable
+from service.jobs.fairness import check_fair_share
 from service.jobs.policy import AcceptancePolicy
 from service.jobs.states import REQUEST_STATUS_FOR_JOB, TERMINAL_REQUEST, JobStatus, RequestStatus
 from service.json_safe import json_safe
@@ -50,19 +51,26 @@ class Claim:
     seed: int
 
 
-def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float) -> Claim:
+def claim(
+    session: Session, job_id: str, worker_id: str, lease_seconds: float, max_running_per_tenant: int = 1 << 30
+) -> Claim:
     """Claim the job and the model lock in the caller's transaction.
 
     Raises NotClaimable (finished, taken by a live worker, out of attempts, or unknown: a
-    duplicate delivery does nothing) or ModelBusy (another job of the model runs; the caller's
-    transaction must roll back so the attempt is not counted).
+    duplicate delivery does nothing), ModelBusy (another job of the model runs) or TenantBusy
+    (service.jobs.fairness); after either of the last two the caller's transaction must roll back
+    so the attempt is not counted.
     """
     # Lock order everywhere is model row → job row → audit head. Intake locks the model and then
     # joins a queued job; claiming the job first and the model second would deadlock with it.
-    model_id = session.scalar(select(Job.model_id).where(Job.id == job_id))
-    if model_id is None:
+    row = session.execute(
+        select(Job.model_id, Job.tenant_id, Job.status).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None:
         raise NotClaimable(f"no job {job_id}")
-    session.execute(select(Model.id).where(Model.id == model_id).with_for_update())
+    session.execute(select(Model.id).where(Model.id == row.model_id).with_for_update())
+    if row.status == JobStatus.QUEUED:
+        check_fair_share(session, row.tenant_id, max_running_per_tenant)
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
     res = session.execute(

@@ -36,6 +36,8 @@ class Liveness:
         self.worker_id = worker_id
         self.lost = threading.Event()
         self.cancelled = threading.Event()
+        self.over_budget = threading.Event()
+        self._deadline = time.monotonic() + ctx.settings.job_time_budget_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{claim.job_id}", daemon=True)
         self._last_progress = 0.0
@@ -93,9 +95,12 @@ class Liveness:
             self.log.warning("progress_write_failed", error=repr(exc))
 
     def should_cancel(self) -> bool:
-        if self.lost.is_set() or self.cancelled.is_set():
+        if self.lost.is_set() or self.cancelled.is_set() or self.over_budget.is_set():
             return True
         now = time.monotonic()
+        if now >= self._deadline:
+            self.over_budget.set()
+            return True
         if now - self._last_cancel_check >= CANCEL_CHECK_INTERVAL_SECONDS:
             self._last_cancel_check = now
             try:

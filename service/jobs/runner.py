@@ -23,6 +23,7 @@ from service.context import ServiceContext
 from service.db import session_scope
 from service.jobs import lifecycle
 from service.jobs.errors import JobError, LostLease, ModelBusy, NotClaimable, PolicyRejected
+from service.jobs.fairness import TenantBusy
 from service.jobs.inputs import load_inputs
 from service.jobs.lifecycle import Claim
 from service.jobs.liveness import Liveness
@@ -43,13 +44,18 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
     jlog = log.bind(job_id=job_id, worker=worker_id)
     try:
         with session_scope(ctx.session_factory) as s:
-            claim = lifecycle.claim(s, job_id, worker_id, ctx.settings.job_lease_seconds)
+            claim = lifecycle.claim(
+                s, job_id, worker_id, ctx.settings.job_lease_seconds, ctx.settings.tenant_max_running_jobs
+            )
     except NotClaimable as exc:
         jlog.info("job_not_claimed", reason=str(exc))
         return RunOutcome.NOT_CLAIMABLE
     except ModelBusy as exc:  # rolled back: the attempt is not counted, the job stays queued
         jlog.info("job_not_claimed", reason=str(exc))
         return RunOutcome.MODEL_BUSY
+    except TenantBusy as exc:
+        jlog.info("job_not_claimed", reason=str(exc))
+        return RunOutcome.TENANT_BUSY
     jlog.info("job_claimed", attempt=claim.attempt, base_version=claim.base_version, model=claim.model_name)
     report: dict[str, Any] | None = None
     live = Liveness(ctx, claim, worker_id)
@@ -87,6 +93,15 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
         if live.lost.is_set():
             jlog.warning("job_abandoned", reason="lease lost")
             return RunOutcome.LOST_LEASE
+        if live.over_budget.is_set():
+            budget = ctx.settings.job_time_budget_seconds
+            return _end(
+                ctx,
+                claim,
+                worker_id,
+                JobStatus.FAILED,
+                JobError("BudgetExceeded", f"the job ran past its time budget of {budget:g} s"),
+            )
         return _end(ctx, claim, worker_id, JobStatus.CANCELLED, JobError("Cancelled", str(exc)))
     except PolicyRejected as exc:
         checks = exc.decision.checks

@@ -40,4 +40,5 @@ class RunOutcome(StrEnum):
     REQUEUED = "requeued"
     NOT_CLAIMABLE = "not_claimable"  # finished, taken by a live worker, out of attempts, or unknown
     MODEL_BUSY = "model_busy"  # another job of the model runs; the message is retried later
+    TENANT_BUSY = "tenant_busy"  # the tenant is at its share of the workers; retried later
     LOST_LEASE = "lost_lease"  # another worker or the reconciler took the job over
