@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import zipfile
@@ -400,6 +401,20 @@ def test_eval_set_npz_bomb_is_422_and_stores_nothing(sqlite_api: ApiClient, mlp_
     assert "inflates to more than" in body["detail"]
     with session_scope(sqlite_api.ctx.session_factory) as session:
         assert session.scalars(select(ModelVersion)).first() is None
+
+
+def test_checkpoint_with_megabytes_of_header_metadata_is_422(
+    sqlite_api: ApiClient, mlp_checkpoint: bytes
+) -> None:
+    (n,) = struct.unpack("<Q", mlp_checkpoint[:8])
+    header = json.loads(mlp_checkpoint[8 : 8 + n])
+    header["__metadata__"] = {"format": "pt", "notes": "x" * (1 << 20)}
+    encoded = json.dumps(header).encode()
+    bloated = struct.pack("<Q", len(encoded)) + encoded + mlp_checkpoint[8 + n :]
+    sqlite_api.create_model("m")
+    body = assert_problem(sqlite_api.upload_version("m", bloated), 422)
+    assert "__metadata__" in body["detail"]
+    assert sqlite_api.get("/v1/models/m/versions").json()["items"] == []
 
 
 # --- 5. response headers ------------------------------------------------------------------------------
