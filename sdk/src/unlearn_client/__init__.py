@@ -1,0 +1,83 @@
+"""Python SDK of the unlearning-as-a-service REST API (``Client``, ``AsyncClient``).
+
+Depends on httpx and pydantic only; the ``cli`` extra adds the ``unlearn-client`` command.
+"""
+
+from unlearn_client.client import AsyncClient, Client
+from unlearn_client.errors import (
+    BadRequest,
+    Conflict,
+    ContentTooLarge,
+    DigestMismatch,
+    Forbidden,
+    NotFound,
+    ProblemError,
+    RangeNotSatisfiable,
+    ServerError,
+    ServiceUnavailable,
+    TooManyRequests,
+    TransportFailure,
+    Unauthorized,
+    UnlearnError,
+    Unprocessable,
+    UnsupportedMediaType,
+    WaitTimeout,
+)
+from unlearn_client.models import (
+    ApiKey,
+    AuditEvent,
+    BulkDeletion,
+    ChainVerification,
+    CheckpointInfo,
+    CreatedApiKey,
+    DeletionRequest,
+    EvalSet,
+    Health,
+    Job,
+    Model,
+    Page,
+    Readiness,
+    SampleDigests,
+    Version,
+)
+from unlearn_client.ops.download import Downloaded
+from unlearn_client.retry import RetryPolicy
+
+__all__ = [
+    "ApiKey",
+    "AsyncClient",
+    "AuditEvent",
+    "BadRequest",
+    "BulkDeletion",
+    "ChainVerification",
+    "CheckpointInfo",
+    "Client",
+    "Conflict",
+    "ContentTooLarge",
+    "CreatedApiKey",
+    "DeletionRequest",
+    "DigestMismatch",
+    "Downloaded",
+    "EvalSet",
+    "Forbidden",
+    "Health",
+    "Job",
+    "Model",
+    "NotFound",
+    "Page",
+    "ProblemError",
+    "RangeNotSatisfiable",
+    "Readiness",
+    "RetryPolicy",
+    "SampleDigests",
+    "ServerError",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "TransportFailure",
+    "Unauthorized",
+    "UnlearnError",
+    "Unprocessable",
+    "UnsupportedMediaType",
+    "Version",
+    "WaitTimeout",
+]

@@ -1,0 +1,3 @@
+from unlearn_client.cli import main
+
+main()

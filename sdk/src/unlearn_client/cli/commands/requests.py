@@ -1,0 +1,114 @@
+"""``submit``, ``status``, ``wait``, ``cancel``: deletion requests and the jobs that serve them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from unlearn_client.cli.commands.inputs import json_object
+from unlearn_client.cli.output import EXIT_CHECK_FAILED, Output
+from unlearn_client.cli.session import JsonFlag, current
+from unlearn_client.models import Job
+
+REQUEST_FIELDS = [
+    "id", "model", "status", "job_id", "method", "n_samples", "result_version", "forget_set_purged",
+    "error", "created_at", "finished_at",
+]  # fmt: skip
+JOB_FIELDS = [
+    "id", "model", "status", "stage", "progress", "method", "base_version", "result_version",
+    "deletion_requests", "attempts", "error", "metrics.before", "metrics.after", "created_at", "finished_at",
+]  # fmt: skip
+
+ProgressFlag = Annotated[
+    bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+]
+
+
+def _show_progress(flag: bool | None, out: Output) -> bool:
+    # Bars go to stderr, so they never mix with JSON; still, by default only people see them.
+    return flag if flag is not None else (sys.stderr.isatty() and not out.as_json)
+
+
+def _finish(job: Job, out: Output) -> None:
+    out.record(job, JOB_FIELDS)
+    if job.status != "succeeded":
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def submit(
+    model: str,
+    forget_set: Annotated[
+        Path | None,
+        typer.Argument(exists=True, dir_okay=False, help="The samples to forget (safetensors or .npz)."),
+    ] = None,
+    samples: Annotated[
+        str | None,
+        typer.Option(help='Inline samples, not a file: JSON {"inputs": [..], "labels": [..]} or @file.'),
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="The data subject's reference.")] = None,
+    method: Annotated[str | None, typer.Option(help="imu (default), ga, ...")] = None,
+    params: Annotated[str | None, typer.Option(help="Method params (JSON or @file).")] = None,
+    policy: Annotated[str | None, typer.Option(help="Acceptance-policy overrides (JSON or @file).")] = None,
+    base_version: Annotated[int | None, typer.Option(help="The version to unlearn from.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Makes a re-run of this command return the same request.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print it.")] = False,
+    progress: ProgressFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Ask the service to forget samples (a file, or --samples inline)."""
+    out = current.output(json)
+    if (forget_set is None) == (samples is None):
+        raise typer.BadParameter("give a FORGET_SET file or --samples, not both")
+    client = current.client()
+    request = client.deletions.submit(
+        model,
+        forget_set,
+        samples=json_object(samples, "--samples"),
+        subject=subject,
+        method=method,
+        params=json_object(params, "--params"),
+        policy=json_object(policy, "--policy"),
+        base_version=base_version,
+        idempotency_key=idempotency_key,
+    )
+    if not wait:
+        out.record(request, REQUEST_FIELDS)
+        return
+    out.note(f"request {request.id} queued as job {request.job_id}")
+    _finish(client.wait(request, progress=_show_progress(progress, out)), out)
+
+
+def status(
+    id: Annotated[str, typer.Argument(help="A deletion request id (del_...) or a job id (job_...).")],
+    json: JsonFlag = False,
+) -> None:
+    """Show a deletion request or a job."""
+    out = current.output(json)
+    client = current.client()
+    if id.startswith("del_"):
+        out.record(client.deletions.get(id), REQUEST_FIELDS)
+    else:
+        out.record(client.jobs.get(id), JOB_FIELDS)
+
+
+def wait(
+    id: Annotated[str, typer.Argument(help="A job id, or a deletion request id (its job is followed).")],
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    progress: ProgressFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Follow a job until it ends (exit 6 if it did not succeed)."""
+    out = current.output(json)
+    job = current.client().wait(id, progress=_show_progress(progress, out), timeout=timeout)
+    _finish(job, out)
+
+
+def cancel(job_id: str, json: JsonFlag = False) -> None:
+    """Cancel a job (409 if it already finished)."""
+    out = current.output(json)
+    out.record(current.client().jobs.cancel(job_id), JOB_FIELDS)

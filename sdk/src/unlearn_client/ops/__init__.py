@@ -1,0 +1,1 @@
+"""The API's operations, each written once as a flow (see ``unlearn_client.flow``)."""

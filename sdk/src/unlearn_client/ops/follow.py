@@ -1,0 +1,156 @@
+"""Following a job to its end: the Server-Sent Events stream ``GET /v1/jobs/{id}/events``, with
+polling when streaming is not possible (an older server, a proxy that buffers or refuses it).
+
+``events`` emits a snapshot of the job each time its status, stage or progress changes;
+``wait`` runs it with a progress display and returns the finished job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from unlearn_client import endpoints as api
+from unlearn_client.calls import Options, open_stream
+from unlearn_client.errors import (
+    Forbidden,
+    NotFound,
+    ProblemError,
+    TransportFailure,
+    Unauthorized,
+    UnlearnError,
+    WaitTimeout,
+)
+from unlearn_client.flow import Close, Emit, EmittingFlow, Flow, Read, Sleep, Stream, forward
+from unlearn_client.models import DeletionRequest, Job
+from unlearn_client.ops import deletions, jobs
+from unlearn_client.progress import JobProgress, job_reporter
+from unlearn_client.sse import SseParser
+
+# What ``wait`` accepts: a job or deletion request, or the id of one ("del_..." ids are requests).
+WaitTarget = str | Job | DeletionRequest
+
+
+@dataclass
+class _Follower:
+    """The state of one follow: which snapshot was last handed out, and the deadline."""
+
+    job_id: str
+    timeout: float | None
+    started: float
+    last: Job | None = None
+
+    def changed(self, job: Job) -> bool:
+        def key(j: Job) -> tuple[object, ...]:
+            # What the server's stream also compares: a new metric alone is not progress.
+            return (j.status, j.stage, round(j.progress, 3), j.attempts)
+
+        fresh = self.last is None or key(job) != key(self.last)
+        self.last = job
+        return fresh
+
+    def remaining(self) -> float | None:
+        if self.timeout is None:
+            return None
+        left = self.timeout - (time.monotonic() - self.started)
+        if left <= 0:
+            raise WaitTimeout(self.job_id, self.timeout, self.last)
+        return left
+
+
+_ENDED, _INTERRUPTED = "ended", "interrupted"
+
+
+def _stream_once(options: Options, state: _Follower) -> EmittingFlow[Job, str]:
+    """Read one SSE connection; returns whether the job ended or the stream stopped before."""
+    stream = yield from open_stream(
+        options,
+        api.JOB_EVENTS.request({"job_id": state.job_id}, headers={"Accept": "text/event-stream"}).spec,
+    )
+    try:
+        outcome = yield from _read_events(stream, state)
+    except httpx.TransportError:
+        outcome = _INTERRUPTED  # the connection broke: the caller reconnects
+    yield Close(stream)
+    return outcome
+
+
+def _read_events(stream: Stream, state: _Follower) -> EmittingFlow[Job, str]:
+    parser = SseParser()
+    while True:
+        chunk: bytes = yield Read(stream)
+        if not chunk:
+            return _INTERRUPTED  # the server's own time limit ("timeout" event), or a proxy's
+        for event in parser.feed(chunk):
+            if event.event == "progress":
+                job = Job.model_validate_json(event.data)
+                if state.changed(job):
+                    yield Emit(job)
+            elif event.event == "end":
+                return _ENDED
+        state.remaining()
+
+
+def events(options: Options, job_id: str, *, timeout: float | None = None) -> EmittingFlow[Job, Job]:
+    """Emit the job each time its status, stage or progress changes, until it ends; return it.
+
+    ``timeout`` (seconds) raises WaitTimeout; while streaming it is checked as events and
+    keep-alives arrive (every 15 s at least).
+    """
+    state = _Follower(job_id, timeout, time.monotonic())
+    use_sse = options.use_sse
+    fruitless = 0  # stream connections in a row that ended before the job without any news
+    while True:
+        if use_sse:
+            before = state.last
+            try:
+                outcome = yield from _stream_once(options, state)
+            except (NotFound, Unauthorized, Forbidden):
+                raise
+            except (ProblemError, TransportFailure):
+                use_sse = False  # this server (or a proxy on the way) cannot stream: poll
+                continue
+            if outcome == _INTERRUPTED:
+                fruitless = 0 if state.last is not before else fruitless + 1
+                if fruitless >= options.retry.attempts:
+                    use_sse = False
+                continue
+        job = yield from jobs.get(options, job_id)
+        if state.changed(job):
+            yield Emit(job)
+        if job.is_terminal:
+            return job
+        remaining = state.remaining()
+        pause = options.poll_interval if remaining is None else min(options.poll_interval, remaining)
+        yield Sleep(pause)
+
+
+def job_id_of(options: Options, target: WaitTarget) -> Flow[str]:
+    """The id of the job that serves ``target``."""
+    if isinstance(target, Job):
+        return target.id
+    if isinstance(target, str) and not target.startswith("del_"):
+        return target
+    request = target if isinstance(target, DeletionRequest) else (yield from deletions.get(options, target))
+    if request.job_id is None:
+        raise UnlearnError(f"deletion request {request.id} has no job")
+    return request.job_id
+
+
+def wait(
+    options: Options, target: WaitTarget, *, progress: JobProgress = False, timeout: float | None = None
+) -> Flow[Job]:
+    """Follow a job (or the job of a deletion request) until it ends, and return it.
+
+    ``progress=True`` shows a progress bar on stderr (rich, from the ``cli`` extra; plain lines
+    without it); a callable is called with every new snapshot instead. A job that fails is
+    returned too: look at ``job.status`` and ``job.error``.
+    """
+    job_id = yield from job_id_of(options, target)
+    reporter = job_reporter(progress)
+    try:
+        return (yield from forward(events(options, job_id, timeout=timeout), reporter.update))
+    finally:
+        reporter.close()

@@ -1,0 +1,45 @@
+"""Models: register, list, get."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from unlearn_client import endpoints as api
+from unlearn_client.calls import Options, fetch
+from unlearn_client.flow import EmittingFlow, Flow
+from unlearn_client.models import Model, Page
+from unlearn_client.ops.paging import every_item
+
+
+def create(
+    options: Options,
+    name: str,
+    architecture: Mapping[str, Any],
+    *,
+    task: str = "classification",
+    description: str | None = None,
+    tags: Sequence[str] | None = None,
+    idempotency_key: str | None = None,
+) -> Flow[Model]:
+    """Register a model. ``architecture`` is ``{"name": "mlp", "config": {...}}``; 409 if the name exists."""
+    body: dict[str, Any] = {"name": name, "task": task, "architecture": dict(architecture)}
+    if description is not None:
+        body["description"] = description
+    if tags is not None:
+        body["tags"] = list(tags)
+    return (yield from fetch(options, api.CREATE_MODEL.request(json=body, idempotency_key=idempotency_key)))
+
+
+def list_page(options: Options, *, limit: int | None = None, cursor: str | None = None) -> Flow[Page[Model]]:
+    """One page of the tenant's models, by name."""
+    return (yield from fetch(options, api.LIST_MODELS.request(params={"limit": limit, "cursor": cursor})))
+
+
+def iterate(options: Options) -> EmittingFlow[Model, None]:
+    """Every model, page after page."""
+    yield from every_item(lambda cursor: list_page(options, cursor=cursor))
+
+
+def get(options: Options, name: str) -> Flow[Model]:
+    return (yield from fetch(options, api.GET_MODEL.request({"name": name})))

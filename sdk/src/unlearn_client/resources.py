@@ -1,0 +1,95 @@
+"""The API's operations grouped as the client exposes them (``client.models.create`` ...).
+
+Each line binds one flow; the same class serves the sync and the async client.
+"""
+
+from __future__ import annotations
+
+from unlearn_client.operation import Iteration, Operation, R, Resource
+from unlearn_client.ops import audit as audit_ops
+from unlearn_client.ops import deletions as deletion_ops
+from unlearn_client.ops import download as download_ops
+from unlearn_client.ops import follow as follow_ops
+from unlearn_client.ops import health as health_ops
+from unlearn_client.ops import jobs as job_ops
+from unlearn_client.ops import keys as key_ops
+from unlearn_client.ops import models as model_ops
+from unlearn_client.ops import versions as version_ops
+
+
+class Models(Resource[R]):
+    """Registered models."""
+
+    create = Operation(model_ops.create)
+    list = Operation(model_ops.list_page)
+    iterate = Iteration(model_ops.iterate)
+    get = Operation(model_ops.get)
+
+
+class Versions(Resource[R]):
+    """A model's versions and their checkpoints."""
+
+    upload = Operation(version_ops.upload)
+    list = Operation(version_ops.list_page)
+    iterate = Iteration(version_ops.iterate)
+    get = Operation(version_ops.get)
+    checkpoint_info = Operation(version_ops.checkpoint_info)
+    download = Operation(download_ops.download)
+
+
+class DeletionRequests(Resource[R]):
+    """Erasure requests: what to forget, and their outcome."""
+
+    submit = Operation(deletion_ops.submit)
+    submit_bulk = Operation(deletion_ops.submit_bulk)
+    list = Operation(deletion_ops.list_page)
+    iterate = Iteration(deletion_ops.iterate)
+    get = Operation(deletion_ops.get)
+    sample_digests = Operation(deletion_ops.sample_digests)
+
+
+class Jobs(Resource[R]):
+    """Unlearning jobs (batches of deletion requests)."""
+
+    list = Operation(job_ops.list_page)
+    iterate = Iteration(job_ops.iterate)
+    get = Operation(job_ops.get)
+    cancel = Operation(job_ops.cancel)
+    events = Iteration(follow_ops.events)
+    wait = Operation(follow_ops.wait)
+
+
+class Audit(Resource[R]):
+    """The hash-chained audit log."""
+
+    list = Operation(audit_ops.list_page)
+    iterate = Iteration(audit_ops.iterate)
+    verify = Operation(audit_ops.verify)
+
+
+class Keys(Resource[R]):
+    """API keys (admin scope)."""
+
+    create = Operation(key_ops.create)
+    list = Operation(key_ops.list_page)
+    iterate = Iteration(key_ops.iterate)
+    revoke = Operation(key_ops.revoke)
+
+
+class Api(Resource[R]):
+    """The whole API: the resources, and the operations used most at the top."""
+
+    health = Operation(health_ops.health)
+    ready = Operation(health_ops.ready)
+    metrics = Operation(health_ops.metrics)
+    wait = Operation(follow_ops.wait)
+    download = Operation(download_ops.download)
+
+    def __init__(self, runner: R) -> None:
+        super().__init__(runner)
+        self.models: Models[R] = Models(runner)
+        self.versions: Versions[R] = Versions(runner)
+        self.deletions: DeletionRequests[R] = DeletionRequests(runner)
+        self.jobs: Jobs[R] = Jobs(runner)
+        self.audit: Audit[R] = Audit(runner)
+        self.keys: Keys[R] = Keys(runner)

@@ -1,0 +1,174 @@
+"""The two executors of flows: sync (``httpx.Client``) and async (``httpx.AsyncClient``).
+
+They only perform effects; everything else is in the flows. The stepping through a flow, and the
+bookkeeping of streams to close, is shared (:class:`_Stepper`), so each executor is the loop
+itself and four I/O calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any, Generic, TypeVar, cast
+
+import httpx
+
+from unlearn_client.calls import Options
+from unlearn_client.flow import Close, Effect, Emit, EmittingFlow, Read, Send, Sleep, Stream
+
+T = TypeVar("T")
+X = TypeVar("X")
+
+
+class _Stepper(Generic[X, T]):
+    """Advances a flow: hands out its next step, takes back the step's outcome, keeps the result."""
+
+    def __init__(self, flow: EmittingFlow[X, T]) -> None:
+        self._flow = flow
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.streams: list[Stream] = []
+        self._result: Any = None
+
+    @property
+    def result(self) -> T:
+        return cast(T, self._result)
+
+    def next_step(self) -> Effect | Emit[X] | None:
+        """The next effect or item; None once the flow has returned (see ``result``)."""
+        value, error = self._value, self._error
+        self._value, self._error = None, None
+        try:
+            return self._flow.throw(error) if error is not None else self._flow.send(value)
+        except StopIteration as stop:
+            self._result = stop.value
+            return None
+
+    def done(self, value: Any) -> None:
+        if isinstance(value, Stream):
+            self.streams.append(value)
+        self._value = value
+
+    def failed(self, error: httpx.TransportError) -> None:
+        # Only transport errors go back into the flow (to retry or resume); any other error is a
+        # bug or a cancellation and leaves through the executor.
+        self._error = error
+
+    def close_flow(self) -> None:
+        self._flow.close()
+
+
+class SyncRunner:
+    def __init__(self, http: httpx.Client, options: Options) -> None:
+        self.http = http
+        self.options = options
+
+    def run(self, flow: EmittingFlow[Any, T]) -> T:
+        steps = self._drive(flow)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+
+    def iterate(self, flow: EmittingFlow[X, Any]) -> Iterator[X]:
+        yield from self._drive(flow)
+
+    def _drive(self, flow: EmittingFlow[X, T]) -> Generator[X, None, T]:
+        stepper: _Stepper[X, T] = _Stepper(flow)
+        try:
+            while (step := stepper.next_step()) is not None:
+                if isinstance(step, Emit):
+                    yield step.item
+                    continue
+                try:
+                    stepper.done(self._perform(step))
+                except httpx.TransportError as exc:
+                    stepper.failed(exc)
+            return stepper.result
+        finally:
+            stepper.close_flow()
+            for stream in stepper.streams:
+                stream.response.close()
+
+    def _perform(self, step: Effect) -> Any:
+        if isinstance(step, Send):
+            with step.request.build(self.http) as request:
+                response = self.http.send(request, stream=step.stream)
+            if not step.stream:
+                return response
+            if response.is_error:  # read whole, so that the error can be reported
+                response.read()
+                return Stream(response, iter(()))
+            return Stream(response, response.iter_bytes())
+        if isinstance(step, Read):
+            return next(step.stream.chunks, b"")
+        if isinstance(step, Close):
+            step.stream.response.close()
+            return None
+        assert isinstance(step, Sleep)
+        time.sleep(step.seconds)
+        return None
+
+
+class _Result(Generic[T]):
+    value: T
+
+
+class AsyncRunner:
+    def __init__(self, http: httpx.AsyncClient, options: Options) -> None:
+        self.http = http
+        self.options = options
+
+    async def run(self, flow: EmittingFlow[Any, T]) -> T:
+        result: _Result[T] = _Result()
+        async for _ in self._drive(flow, result):
+            pass
+        return result.value
+
+    def iterate(self, flow: EmittingFlow[X, Any]) -> AsyncIterator[X]:
+        return self._drive(flow, _Result())
+
+    async def _drive(self, flow: EmittingFlow[X, T], result: _Result[T]) -> AsyncIterator[X]:
+        # An async generator cannot return a value: the flow's result goes into ``result``.
+        stepper: _Stepper[X, T] = _Stepper(flow)
+        try:
+            while (step := stepper.next_step()) is not None:
+                if isinstance(step, Emit):
+                    yield step.item
+                    continue
+                try:
+                    stepper.done(await self._perform(step))
+                except httpx.TransportError as exc:
+                    stepper.failed(exc)
+            result.value = stepper.result
+        finally:
+            stepper.close_flow()
+            for stream in stepper.streams:
+                await stream.response.aclose()
+
+    async def _perform(self, step: Effect) -> Any:
+        if isinstance(step, Send):
+            with step.request.build(self.http) as request:
+                response = await self.http.send(request, stream=step.stream)
+            if not step.stream:
+                return response
+            if response.is_error:  # read whole, so that the error can be reported
+                await response.aread()
+                return Stream(response, None)
+            return Stream(response, response.aiter_bytes())
+        if isinstance(step, Read):
+            if step.stream.chunks is None:
+                return b""
+            return await anext(step.stream.chunks, b"")
+        if isinstance(step, Close):
+            await step.stream.response.aclose()
+            return None
+        assert isinstance(step, Sleep)
+        await asyncio.sleep(step.seconds)
+        return None
+
+
+Runner = SyncRunner | AsyncRunner
