@@ -76,6 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (ops_router, registry_router, deletions_router, jobs_router, audit_router, keys_router):
         app.include_router(router)
 
+    from service.datasets.routes import router as datasets_router
+
+    app.include_router(datasets_router)
     install_error_handlers(app)
     # Added last = outermost: the size limit sees the request before anything reads it, the
     # observability middleware wraps it so even a 413 gets a request id and a log line, and the

@@ -98,6 +98,90 @@ class ModelVersion(Base):
     model: Mapped[Model] = relationship(back_populates="versions", lazy="raise")
 
 
+class Dataset(Base):
+    """A tenant's training data set (service/datasets); its versions hold the samples."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("dst"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(32))  # DatasetTask
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    latest_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class DatasetVersion(Base):
+    """An immutable set of samples: shards in the artifact store plus one index row per sample."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("dsv"))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default="ready")  # VersionStatus
+    source: Mapped[str] = mapped_column(String(32))  # VersionSource: upload | erasure
+    parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_shards: Mapped[int] = mapped_column(Integer)
+    shard_samples: Mapped[int] = mapped_column(Integer)  # samples per shard when written
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # all shards
+    # sha256 of the shard list (number, sha256, samples): equal data, equal digest.
+    data_sha256: Mapped[str] = mapped_column(String(64))
+    # {"inputs": {"dtype": "float32", "shape": [64]}, ...}: per-sample shapes of the stored tensors.
+    columns: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sample_id_kind: Mapped[str] = mapped_column(String(8))  # SampleIdKind: int | str
+    n_subjects: Mapped[int] = mapped_column(Integer, default=0)
+    # Fingerprint of the tenant key the subject digests were made with (None: no subject column).
+    subject_key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    upload_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    upload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # An erasure's cost: samples removed, shards and bytes written anew (the rest reused by key).
+    erased_samples: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shards_rewritten: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bytes_rewritten: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class DatasetShard(Base):
+    """One content-addressed blob (safetensors, up to shard_samples rows) of a version."""
+
+    __tablename__ = "dataset_shards"
+
+    dataset_version_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # Indexed: whether any version still lists a blob decides whether it may be deleted.
+    storage_key: Mapped[str] = mapped_column(String(400), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    n_samples: Mapped[int] = mapped_column(Integer)
+
+
+class DatasetSample(Base):
+    """The sample index: where each sample of a version lies, and whose it is (keyed digest)."""
+
+    __tablename__ = "dataset_samples"
+    __table_args__ = (
+        # "every sample of subject X" in one version, or across versions
+        Index("ix_dataset_samples_subject", "subject_digest", "dataset_version_id"),
+        UniqueConstraint("dataset_version_id", "shard", "shard_row"),
+    )
+
+    dataset_version_id: Mapped[str] = mapped_column(ForeignKey("dataset_versions.id"), primary_key=True)
+    sample_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # HMAC-SHA256 of the subject id under the tenant's key (service/datasets/subjects.py), never raw.
+    subject_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    shard: Mapped[int] = mapped_column(Integer)
+    shard_row: Mapped[int] = mapped_column(Integer)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_model_status", "model_id", "status"),)

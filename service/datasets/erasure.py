@@ -1,0 +1,268 @@
+"""Erasing samples from a dataset: a new version without them, then retiring and purging the old.
+
+The life of erased data: ``erase_samples`` makes version n+1 without the samples (rewriting only
+the shards that held them) and retires the source version; ``purge_version`` (after whatever
+grace period the caller keeps) drops the retired version's index and shard rows; and
+``delete_unreferenced_shards`` deletes the blobs no version lists any more. The caller commits
+between the steps and decides when each runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import structlog
+import torch
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from service.audit.logic import append_event
+from service.context import ServiceContext
+from service.datasets import index, shards
+from service.datasets.ids import SampleId, from_text, to_texts
+from service.datasets.records import add_version, get_version_by_id, shards_of
+from service.datasets.states import VersionSource, VersionStatus
+from service.db import session_scope, utcnow
+from service.errors import conflict, unprocessable
+from service.privacy import keyed_digests
+from service.tables import Dataset, DatasetShard, DatasetVersion
+from unlearning.data import sample_digests
+from unlearning.samples import take
+
+log = structlog.get_logger("service.datasets.erasure")
+
+_LOOKUP_BATCH = 500
+
+
+def _not_ready(dataset: Dataset, version: DatasetVersion) -> Exception:
+    return conflict(
+        f"version {version.version} of dataset {dataset.name} is {version.status}: an erasure already "
+        f"replaced it (latest is {dataset.latest_version}); find the samples again in a ready version",
+        version_status=version.status,
+        latest_version=dataset.latest_version,
+    )
+
+
+def _shard_rows(stored: Iterable[shards.StoredShard], dataset_version_id: str) -> list[dict[str, object]]:
+    return [
+        {
+            "dataset_version_id": dataset_version_id,
+            "shard": s.shard,
+            "storage_key": s.key,
+            "sha256": s.sha256,
+            "size_bytes": s.size_bytes,
+            "n_samples": s.n_samples,
+        }
+        for s in stored
+    ]
+
+
+def erase_samples(
+    session: Session,
+    ctx: ServiceContext,
+    dataset_version_id: str,
+    sample_ids: Sequence[SampleId],
+    actor: str,
+) -> DatasetVersion:
+    """A new version of the dataset without ``sample_ids``, recorded in the caller's transaction.
+
+    Only the shards holding erased samples are read and written again; every other shard is
+    reused by its key. The index rows of the kept samples are copied (inside the database), the
+    source version is marked retired (its data stays readable until ``purge_version``), the new
+    version becomes the dataset's latest, and a ``dataset.samples_erased`` audit event records
+    the erased samples' keyed content digests (the same digests an unlearning job records).
+    The returned version reports the work: ``erased_samples``, ``shards_rewritten`` and
+    ``bytes_rewritten``; ``parent_version`` is the source's number.
+
+    Raises problem details: 422 for no ids or ids the version does not hold
+    (``missing_sample_ids``); 409 if the source version is no longer ready (an erasure already
+    replaced it, even concurrently); 404 for an unknown version id. Shards are written before the
+    caller's transaction is touched (on SQLite a transaction holds the write lock); should the
+    caller roll back, they are unreferenced content-addressed blobs, harmless and reusable.
+    """
+    # 1. Plan, from the index, in a short transaction of its own.
+    with session_scope(ctx.session_factory) as read:
+        dataset, source = get_version_by_id(read, dataset_version_id)
+        if source.status != VersionStatus.READY:
+            raise _not_ready(dataset, source)
+        texts = to_texts(source.sample_id_kind, sample_ids)
+        if not texts:
+            raise unprocessable("no sample ids to erase")
+        found = index.positions(read, source.id, texts)
+        missing = [t for t in texts if t not in found]
+        if missing:
+            shown = [from_text(source.sample_id_kind, t) for t in missing[:100]]
+            raise unprocessable(
+                f"{len(missing)} sample id(s) are not in version {source.version} of dataset "
+                f"{dataset.name}: {', '.join(map(repr, shown[:10]))}",
+                missing_sample_ids=shown,
+                n_missing=len(missing),
+            )
+        erased = index.rows_by_shard(found.values())
+        old_shards = {s.shard: s for s in shards_of(read, source.id)}
+        affected_rows = index.rows_in_shards(read, source.id, erased.keys())
+        tenant_id, dataset_id = dataset.tenant_id, dataset.id
+
+    # 2. Rewrite the affected shards, outside any transaction.
+    rewritten: list[shards.StoredShard] = []
+    new_rows: list[index.IndexRow] = []
+    digests: list[str] = []
+    for shard, rows in erased.items():
+        data = shards.load(ctx.storage, old_shards[shard].storage_key)
+        n = old_shards[shard].n_samples
+        digests.extend(sample_digests(take(data, rows)))
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[rows] = False
+        if bool(keep.any()):  # a shard left empty is dropped, not stored
+            rewritten.append(shards.put(ctx.storage, shard, take(data, keep)))
+        gone_rows = set(rows)
+        survivors = [r for r in affected_rows if r.shard == shard and r.shard_row not in gone_rows]
+        # take() keeps the survivors' order, so the j-th survivor is row j of the new shard.
+        new_rows.extend(
+            index.IndexRow(r.sample_id, r.subject_digest, shard, j) for j, r in enumerate(survivors)
+        )
+    reused = [
+        shards.StoredShard(s.shard, s.storage_key, s.sha256, s.size_bytes, s.n_samples)
+        for s in old_shards.values()
+        if s.shard not in erased
+    ]
+    all_shards = sorted([*reused, *rewritten], key=lambda s: s.shard)
+
+    # 3. Record, in the caller's transaction: the data set row is locked so that versions are
+    # numbered in turn and two erasures of one source cannot both succeed.
+    locked = session.scalars(
+        select(Dataset)
+        .where(Dataset.id == dataset_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    source = session.scalars(
+        select(DatasetVersion)
+        .where(DatasetVersion.id == dataset_version_id)
+        .execution_options(populate_existing=True)
+    ).one()
+    if source.status != VersionStatus.READY:
+        raise _not_ready(locked, source)
+    bytes_rewritten = sum(s.size_bytes for s in rewritten)
+    version = add_version(
+        session,
+        locked,
+        DatasetVersion(
+            status=VersionStatus.READY,
+            source=VersionSource.ERASURE,
+            parent_version=source.version,
+            n_samples=source.n_samples - len(texts),
+            n_shards=len(all_shards),
+            shard_samples=source.shard_samples,
+            size_bytes=sum(s.size_bytes for s in all_shards),
+            data_sha256=shards.data_sha256(all_shards),
+            columns=dict(source.columns),
+            sample_id_kind=source.sample_id_kind,
+            n_subjects=0,
+            subject_key_id=source.subject_key_id,
+            erased_samples=len(texts),
+            shards_rewritten=len(rewritten),
+            bytes_rewritten=bytes_rewritten,
+            description=f"version {source.version} without {len(texts)} erased sample(s)",
+            created_by=actor,
+        ),
+    )
+    if all_shards:
+        session.execute(insert(DatasetShard), _shard_rows(all_shards, version.id))
+    index.copy_rows(session, source.id, version.id, skip_shards=erased.keys())
+    index.insert_rows(session, version.id, new_rows)
+    if source.subject_key_id is not None:
+        version.n_subjects = index.count_subjects(session, version.id)
+    source.status = VersionStatus.RETIRED
+    source.retired_at = utcnow()
+    append_event(
+        session,
+        actor=actor,
+        action="dataset.samples_erased",
+        tenant_id=tenant_id,
+        object_id=version.id,
+        payload={
+            "dataset": locked.name,
+            "from_version": source.version,
+            "version": version.version,
+            "n_samples": len(texts),
+            # Keyed per tenant, as everywhere outside the database (service/privacy.py).
+            "sample_digests": keyed_digests(ctx.tenant_key(tenant_id), digests),
+            "shards_rewritten": len(rewritten),
+            "shards_reused": len(reused),
+            "bytes_rewritten": bytes_rewritten,
+            "data_sha256": version.data_sha256,
+        },
+    )
+    session.flush()
+    log.info(
+        "dataset_samples_erased",
+        dataset=locked.name,
+        from_version=source.version,
+        version=version.version,
+        n_samples=len(texts),
+        shards_rewritten=len(rewritten),
+        bytes_rewritten=bytes_rewritten,
+    )
+    return version
+
+
+def purge_version(session: Session, dataset_version_id: str, actor: str) -> list[str]:
+    """Drop a retired version's index and shard rows, in the caller's transaction; returns the
+    storage keys its shards had, for ``delete_unreferenced_shards`` once this commits.
+
+    The version row stays (status ``purged``: its number, digests and lineage remain on record),
+    but no query can find its samples or subjects any more. 409 unless the version is retired.
+    """
+    dataset, version = get_version_by_id(session, dataset_version_id)
+    if version.status != VersionStatus.RETIRED:
+        raise conflict(
+            f"version {version.version} of dataset {dataset.name} is {version.status}; only a retired "
+            "version (one an erasure replaced) can be purged",
+            version_status=version.status,
+        )
+    keys = [s.storage_key for s in shards_of(session, version.id)]
+    index.delete_rows(session, version.id)
+    session.execute(delete(DatasetShard).where(DatasetShard.dataset_version_id == version.id))
+    version.status = VersionStatus.PURGED
+    append_event(
+        session,
+        actor=actor,
+        action="dataset.version_purged",
+        tenant_id=dataset.tenant_id,
+        object_id=version.id,
+        payload={"dataset": dataset.name, "version": version.version, "n_shards": len(keys)},
+    )
+    session.flush()
+    return sorted(set(keys))
+
+
+def delete_unreferenced_shards(ctx: ServiceContext, shard_keys: Iterable[str]) -> list[str]:
+    """Delete the blobs among ``shard_keys`` that no dataset version (of any tenant: blobs are
+    content-addressed and may be shared) lists any more; returns the keys deleted.
+
+    The caller decides when: typically the keys ``purge_version`` returned, after its commit.
+    A blob is deleted only once no shard row names it, so calling it early deletes nothing.
+    """
+    keys = sorted(set(shard_keys))
+    foreign = [k for k in keys if not k.startswith(f"{shards.SHARD_KIND}/")]
+    if foreign:
+        raise ValueError(f"not dataset shard keys: {foreign[:5]}")
+    with session_scope(ctx.session_factory) as session:
+        referenced: set[str] = set()
+        for i in range(0, len(keys), _LOOKUP_BATCH):
+            batch = keys[i : i + _LOOKUP_BATCH]
+            referenced.update(
+                session.scalars(
+                    select(DatasetShard.storage_key).where(DatasetShard.storage_key.in_(batch)).distinct()
+                )
+            )
+    deleted = []
+    for key in keys:
+        if key in referenced:
+            continue
+        ctx.storage.delete(key)
+        deleted.append(key)
+    if deleted:
+        log.info("dataset_shards_deleted", n=len(deleted))
+    return deleted

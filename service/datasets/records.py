@@ -1,0 +1,90 @@
+"""Finding and numbering data sets and their versions (tenant-scoped: another tenant's is a 404)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.errors import Problem, conflict, not_found
+from service.registry.logic import VersionRef, parse_version_ref
+from service.tables import Dataset, DatasetShard, DatasetVersion
+
+
+def get_dataset(session: Session, tenant_id: str, name: str, *, for_update: bool = False) -> Dataset:
+    """The tenant's data set by name; another tenant's is indistinguishable from a missing one."""
+    stmt = select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)
+    if for_update:
+        # Refresh too: the session may hold this row from before (expire_on_commit is off).
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    dataset = session.scalars(stmt).one_or_none()
+    if dataset is None:
+        raise not_found("dataset", name)
+    return dataset
+
+
+def get_version(session: Session, dataset: Dataset, ref: VersionRef | str | None = None) -> DatasetVersion:
+    """Version ``ref`` (a number, "latest", or None for latest) of a data set, or a 404."""
+    parsed = "latest" if ref is None else parse_version_ref(ref) if isinstance(ref, str) else ref
+    if parsed == "latest":
+        if dataset.latest_version is None:
+            raise not_found("version", f"latest of dataset {dataset.name} (no version uploaded yet)")
+        number = dataset.latest_version
+    else:
+        number = parsed
+    version = session.scalars(
+        select(DatasetVersion).where(
+            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == number
+        )
+    ).one_or_none()
+    if version is None:
+        raise not_found("version", f"{number} of dataset {dataset.name}")
+    return version
+
+
+def get_version_by_id(session: Session, dataset_version_id: str) -> tuple[Dataset, DatasetVersion]:
+    """A version by its id (as find_samples returns it) and its data set."""
+    row = session.execute(
+        select(Dataset, DatasetVersion)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .where(DatasetVersion.id == dataset_version_id)
+    ).one_or_none()
+    if row is None:
+        raise not_found("dataset version", dataset_version_id)
+    return row[0], row[1]
+
+
+def add_version(session: Session, dataset: Dataset, version: DatasetVersion) -> DatasetVersion:
+    """Number ``version`` latest+1 and make it the data set's latest, in the caller's transaction.
+
+    Call it with the data set row locked (``get_dataset(..., for_update=True)``); the
+    (dataset_id, version) unique constraint still turns a concurrent publish into a 409.
+    """
+    version.dataset_id = dataset.id
+    version.version = (dataset.latest_version or 0) + 1
+    try:
+        with session.begin_nested():
+            session.add(version)
+            session.flush()
+    except IntegrityError as exc:
+        raise conflict(
+            f"version {version.version} of dataset {dataset.name} was published concurrently; retry"
+        ) from exc
+    dataset.latest_version = version.version
+    session.flush()
+    return version
+
+
+def shards_of(session: Session, dataset_version_id: str) -> list[DatasetShard]:
+    """A version's shards in shard order."""
+    return list(
+        session.scalars(
+            select(DatasetShard)
+            .where(DatasetShard.dataset_version_id == dataset_version_id)
+            .order_by(DatasetShard.shard)
+        )
+    )
+
+
+def gone(what: str) -> Problem:
+    return Problem(410, "Gone", what)
