@@ -40,6 +40,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if bootstrap_admin_key(session, settings) is not None:
                 _log.info("admin_key_created", tenant=settings.admin_tenant)
         app.state.ctx = ctx
+        from service.certificates.keystore import load_signer
+
+        app.state.signer = signer = load_signer(settings)
+        stop_signer = None
+        if settings.audit_sign_interval_seconds > 0:
+            # Signed chain heads make a truncated chain detectable (service/audit/checkpoints.py).
+            from service.audit.checkpoints import start_head_signer_thread
+
+            stop_signer = start_head_signer_thread(
+                ctx.session_factory, signer, settings.audit_sign_interval_seconds
+            )
         stop_reconciler = None
         if settings.run_reconciler_in_api:
             # Repairs lost messages and expired leases even when no separate reconciler runs.
@@ -52,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if stop_reconciler is not None:
                 stop_reconciler()
+            if stop_signer is not None:
+                stop_signer()
             ctx.close()
 
     app = FastAPI(
@@ -67,13 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry
 
     from service.audit.routes import router as audit_router
+    from service.certificates.routes import router as certificates_router
     from service.deletions.routes import router as deletions_router
     from service.jobs.routes import router as jobs_router
     from service.keys.routes import router as keys_router
     from service.ops.routes import router as ops_router
     from service.registry.routes import router as registry_router
 
-    for router in (ops_router, registry_router, deletions_router, jobs_router, audit_router, keys_router):
+    routers = (ops_router, registry_router, deletions_router, jobs_router, audit_router, keys_router)
+    for router in (*routers, certificates_router):
         app.include_router(router)
 
     from service.datasets.routes import router as datasets_router

@@ -272,20 +272,25 @@ class IdempotencyRecord(Base):
 
 
 class AuditHead(Base):
-    """One row per chain: serialises appends (row lock / compare-and-set) so the chain never forks."""
+    """One row per chain (a tenant's, or the system chain): serialises that chain's appends (row
+    lock / BEGIN IMMEDIATE) so it never forks, and records its length and last hash."""
 
-    __tablename__ = "audit_head"
+    __tablename__ = "audit_heads"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)  # tenant id, or "system"
     seq: Mapped[int] = mapped_column(Integer, default=0)
     hash: Mapped[str] = mapped_column(String(64))
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained: hash = sha256(prev_hash ‖ canonical JSON of the event)."""
+    """Append-only, hash-chained per chain: hash = sha256(prev_hash ‖ canonical JSON of the event).
+
+    One chain per tenant (events without a tenant form the "system" chain), so a tenant's seq and
+    head hash say nothing about another tenant's activity."""
 
     __tablename__ = "audit_events"
 
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ts: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     tenant_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
@@ -296,3 +301,20 @@ class AuditEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A chain head signed with the service's Ed25519 key: an event removed from the end of a
+    chain (with its head row rewritten to match) is caught by the last signed head it no longer
+    reaches."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoints_chain_seq", "chain", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))  # base64url, unpadded (64 bytes)

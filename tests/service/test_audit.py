@@ -1,4 +1,7 @@
-"""The hash-chained audit log: appends, verification, tamper detection, concurrent appends."""
+"""The hash-chained audit log: appends, verification, tamper detection, concurrent appends.
+
+One chain here (tenant "t1", or the system chain); tests/service/test_audit_tenants.py has the
+per-tenant chains, their migration and the signed heads."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.audit.logic import GENESIS_HASH, append_event, canonical_json, verify_chain
+from service.audit.hashing import GENESIS_HASH, canonical_json, hash_of
+from service.audit.logic import SYSTEM_CHAIN, append_event
+from service.audit.verification import verify_chain
 from service.db import make_engine, make_session_factory, session_scope
 from service.migrate import upgrade
 from service.tables import AuditEvent, AuditHead
@@ -42,24 +47,29 @@ def append_n(factory: sessionmaker[Session], n: int, start: int = 0) -> None:
             )
 
 
-def verify(factory: sessionmaker[Session]) -> dict:
+CHAIN = "t1"
+
+
+def verify(factory: sessionmaker[Session], chain: str = CHAIN) -> dict:
     with session_scope(factory) as s:
-        return dict(verify_chain(s))
+        return dict(verify_chain(s, chain))
 
 
 def test_chain_appends_and_verifies(sessions: sessionmaker[Session]) -> None:
     assert verify(sessions) == {
+        "chain": CHAIN,
         "ok": True,
         "length": 0,
         "head_hash": GENESIS_HASH,
         "first_bad_seq": None,
         "reason": None,
+        "signed_head": None,
     }
     append_n(sessions, 5)
     report = verify(sessions)
     assert report["ok"] and report["length"] == 5 and report["first_bad_seq"] is None
     with sessions() as s:
-        events = s.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+        events = s.scalars(select(AuditEvent).where(AuditEvent.chain == CHAIN).order_by(AuditEvent.seq)).all()
         assert [e.seq for e in events] == [1, 2, 3, 4, 5]
         assert events[0].prev_hash == GENESIS_HASH
         assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
@@ -84,8 +94,8 @@ def test_chain_appends_and_verifies(sessions: sessionmaker[Session]) -> None:
 def test_non_finite_payload_values_are_stored_as_null(sessions: sessionmaker[Session]) -> None:
     with session_scope(sessions) as s:
         event = append_event(s, actor="a", action="x", payload={"loss": float("nan"), "ok": 1.0})
-    assert event.payload == {"loss": None, "ok": 1.0}
-    assert verify(sessions)["ok"]
+    assert event.payload == {"loss": None, "ok": 1.0} and event.chain == SYSTEM_CHAIN
+    assert verify(sessions, SYSTEM_CHAIN)["ok"]
 
 
 def test_edited_payload_is_detected(sessions: sessionmaker[Session]) -> None:
@@ -101,9 +111,8 @@ def test_edited_row_with_recomputed_hash_breaks_the_next_link(sessions: sessionm
     append_n(sessions, 4)
     with session_scope(sessions) as s:
         s.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(actor="mallory"))
-        e = s.get(AuditEvent, 2)
-        from service.audit.logic import hash_of
-
+        e = s.get(AuditEvent, (CHAIN, 2))
+        assert e is not None
         # A forger who recomputes this row's hash still breaks the link from row 3.
         s.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(hash=hash_of(e, e.prev_hash)))
     assert verify(sessions)["first_bad_seq"] == 3
@@ -129,7 +138,8 @@ def test_deleted_last_row_is_detected_by_the_head(sessions: sessionmaker[Session
 def test_reordered_rows_are_detected(sessions: sessionmaker[Session]) -> None:
     append_n(sessions, 4)
     with session_scope(sessions) as s:
-        a, b = s.get(AuditEvent, 2), s.get(AuditEvent, 3)
+        a, b = s.get(AuditEvent, (CHAIN, 2)), s.get(AuditEvent, (CHAIN, 3))
+        assert a is not None and b is not None
         pa, pb = dict(a.payload), dict(b.payload)
         oa, ob = a.object_id, b.object_id
         s.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(payload=pb, object_id=ob))
@@ -171,7 +181,7 @@ def test_concurrent_appends_form_one_chain(postgres_url: str) -> None:
         t.join()
     assert errors == []
     with session_scope(factory) as s:
-        report = dict(verify_chain(s))
+        report = dict(verify_chain(s, SYSTEM_CHAIN))
         seqs = s.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq)).all()
     engine.dispose()
     assert report["ok"] is True and report["length"] == 60
@@ -230,14 +240,22 @@ def test_audit_api_lists_tenant_events_and_verifies(api: ApiClient) -> None:
     assert prev is not None
 
     report = api.get("/v1/audit/verify").json()
-    assert report == {
+    # The caller's own chain only: the other tenant's key and model are in a chain of their own.
+    chain = mine[0]["tenant_id"]
+    assert {k: report[k] for k in ("chain", "ok", "length", "head_hash", "first_bad_seq", "reason")} == {
+        "chain": chain,
         "ok": True,
-        "length": 5,
-        "head_hash": report["head_hash"],
+        "length": 3,
+        "head_hash": mine[-1]["hash"],
         "first_bad_seq": None,
         "reason": None,
     }
+    assert [e["seq"] for e in theirs] == [1, 2]
     with session_scope(api.ctx.session_factory) as s:
-        s.execute(update(AuditEvent).where(AuditEvent.seq == 2).values(actor="someone else"))
+        s.execute(
+            update(AuditEvent)
+            .where(AuditEvent.chain == chain, AuditEvent.seq == 2)
+            .values(actor="someone else")
+        )
     report = api.get("/v1/audit/verify").json()
     assert report["ok"] is False and report["first_bad_seq"] == 2
