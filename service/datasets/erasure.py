@@ -10,6 +10,7 @@ between the steps and decides when each runs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import structlog
 import torch
@@ -57,6 +58,77 @@ def _shard_rows(stored: Iterable[shards.StoredShard], dataset_version_id: str) -
     ]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What an erasure touches, read from the index before any shard is."""
+
+    tenant_id: str
+    dataset_id: str
+    n_erased: int
+    erased: dict[int, list[int]]  # shard -> rows erased from it
+    old_shards: dict[int, shards.StoredShard]
+    affected_rows: list[index.IndexRow]  # every index row of the shards in ``erased``
+
+
+def _plan(session: Session, dataset_version_id: str, sample_ids: Sequence[SampleId]) -> _Plan:
+    dataset, source = get_version_by_id(session, dataset_version_id)
+    if source.status != VersionStatus.READY:
+        raise _not_ready(dataset, source)
+    texts = to_texts(source.sample_id_kind, sample_ids)
+    if not texts:
+        raise unprocessable("no sample ids to erase")
+    found = index.positions(session, source.id, texts)
+    missing = [t for t in texts if t not in found]
+    if missing:
+        shown = [from_text(source.sample_id_kind, t) for t in missing[:100]]
+        raise unprocessable(
+            f"{len(missing)} sample id(s) are not in version {source.version} of dataset "
+            f"{dataset.name}: {', '.join(map(repr, shown[:10]))}",
+            missing_sample_ids=shown,
+            n_missing=len(missing),
+        )
+    erased = index.rows_by_shard(found.values())
+    return _Plan(
+        tenant_id=dataset.tenant_id,
+        dataset_id=dataset.id,
+        n_erased=len(texts),
+        erased=erased,
+        old_shards={
+            s.shard: shards.StoredShard(s.shard, s.storage_key, s.sha256, s.size_bytes, s.n_samples)
+            for s in shards_of(session, source.id)
+        },
+        affected_rows=index.rows_in_shards(session, source.id, erased.keys()),
+    )
+
+
+@dataclass(frozen=True)
+class _Rewrite:
+    rewritten: list[shards.StoredShard]  # the affected shards without the erased rows (none if emptied)
+    index_rows: list[index.IndexRow]  # the rows of the samples those shards keep
+    digests: list[str]  # the erased samples' content digests (unlearning.data.sample_digests)
+
+
+def _rewrite(ctx: ServiceContext, plan: _Plan) -> _Rewrite:
+    rewritten: list[shards.StoredShard] = []
+    index_rows: list[index.IndexRow] = []
+    digests: list[str] = []
+    for shard, rows in plan.erased.items():
+        old = plan.old_shards[shard]
+        data = shards.load(ctx.storage, old.key)
+        digests.extend(sample_digests(take(data, rows)))
+        keep = torch.ones(old.n_samples, dtype=torch.bool)
+        keep[rows] = False
+        if bool(keep.any()):  # a shard left empty is dropped, not stored
+            rewritten.append(shards.put(ctx.storage, shard, take(data, keep)))
+        erased_rows = set(rows)
+        survivors = [r for r in plan.affected_rows if r.shard == shard and r.shard_row not in erased_rows]
+        # take() keeps the survivors' order, so the j-th survivor is row j of the new shard.
+        index_rows.extend(
+            index.IndexRow(r.sample_id, r.subject_digest, shard, j) for j, r in enumerate(survivors)
+        )
+    return _Rewrite(rewritten, index_rows, digests)
+
+
 def erase_samples(
     session: Session,
     ctx: ServiceContext,
@@ -72,61 +144,31 @@ def erase_samples(
     version becomes the dataset's latest, and a ``dataset.samples_erased`` audit event records
     the erased samples' keyed content digests (the same digests an unlearning job records).
     The returned version reports the work: ``erased_samples``, ``shards_rewritten`` and
-    ``bytes_rewritten``; ``parent_version`` is the source's number.
+    ``bytes_rewritten``; ``parent_version`` is the source's number. The caller commits.
 
     Raises problem details: 422 for no ids or ids the version does not hold
     (``missing_sample_ids``); 409 if the source version is no longer ready (an erasure already
-    replaced it, even concurrently); 404 for an unknown version id. Shards are written before the
-    caller's transaction is touched (on SQLite a transaction holds the write lock); should the
-    caller roll back, they are unreferenced content-addressed blobs, harmless and reusable.
-    """
-    # 1. Plan, from the index, in a short transaction of its own.
-    with session_scope(ctx.session_factory) as read:
-        dataset, source = get_version_by_id(read, dataset_version_id)
-        if source.status != VersionStatus.READY:
-            raise _not_ready(dataset, source)
-        texts = to_texts(source.sample_id_kind, sample_ids)
-        if not texts:
-            raise unprocessable("no sample ids to erase")
-        found = index.positions(read, source.id, texts)
-        missing = [t for t in texts if t not in found]
-        if missing:
-            shown = [from_text(source.sample_id_kind, t) for t in missing[:100]]
-            raise unprocessable(
-                f"{len(missing)} sample id(s) are not in version {source.version} of dataset "
-                f"{dataset.name}: {', '.join(map(repr, shown[:10]))}",
-                missing_sample_ids=shown,
-                n_missing=len(missing),
-            )
-        erased = index.rows_by_shard(found.values())
-        old_shards = {s.shard: s for s in shards_of(read, source.id)}
-        affected_rows = index.rows_in_shards(read, source.id, erased.keys())
-        tenant_id, dataset_id = dataset.tenant_id, dataset.id
+    replaced it, even concurrently); 404 for an unknown version id.
 
-    # 2. Rewrite the affected shards, outside any transaction.
-    rewritten: list[shards.StoredShard] = []
-    new_rows: list[index.IndexRow] = []
-    digests: list[str] = []
-    for shard, rows in erased.items():
-        data = shards.load(ctx.storage, old_shards[shard].storage_key)
-        n = old_shards[shard].n_samples
-        digests.extend(sample_digests(take(data, rows)))
-        keep = torch.ones(n, dtype=torch.bool)
-        keep[rows] = False
-        if bool(keep.any()):  # a shard left empty is dropped, not stored
-            rewritten.append(shards.put(ctx.storage, shard, take(data, keep)))
-        gone_rows = set(rows)
-        survivors = [r for r in affected_rows if r.shard == shard and r.shard_row not in gone_rows]
-        # take() keeps the survivors' order, so the j-th survivor is row j of the new shard.
-        new_rows.extend(
-            index.IndexRow(r.sample_id, r.subject_digest, shard, j) for j, r in enumerate(survivors)
-        )
-    reused = [
-        shards.StoredShard(s.shard, s.storage_key, s.sha256, s.size_bytes, s.n_samples)
-        for s in old_shards.values()
-        if s.shard not in erased
-    ]
+    Transactions: if ``session`` has no transaction open yet, the index is read in a short one
+    of its own and shards are rewritten before ``session`` is touched (on SQLite a transaction
+    holds the database's write lock, which workers need for heartbeats); if it has one open, that
+    one is used throughout (a second would wait on it). Should the caller roll back, the written
+    shards are unreferenced content-addressed blobs: harmless, reused by an identical write.
+    """
+    # 1. Plan from the index.
+    if session.in_transaction():
+        plan = _plan(session, dataset_version_id, sample_ids)
+    else:
+        with session_scope(ctx.session_factory) as read:
+            plan = _plan(read, dataset_version_id, sample_ids)
+
+    # 2. Rewrite the affected shards (storage only).
+    work = _rewrite(ctx, plan)
+    rewritten = work.rewritten
+    reused = [s for s in plan.old_shards.values() if s.shard not in plan.erased]
     all_shards = sorted([*reused, *rewritten], key=lambda s: s.shard)
+    tenant_id, dataset_id, n_erased = plan.tenant_id, plan.dataset_id, plan.n_erased
 
     # 3. Record, in the caller's transaction: the data set row is locked so that versions are
     # numbered in turn and two erasures of one source cannot both succeed.
@@ -151,7 +193,7 @@ def erase_samples(
             status=VersionStatus.READY,
             source=VersionSource.ERASURE,
             parent_version=source.version,
-            n_samples=source.n_samples - len(texts),
+            n_samples=source.n_samples - n_erased,
             n_shards=len(all_shards),
             shard_samples=source.shard_samples,
             size_bytes=sum(s.size_bytes for s in all_shards),
@@ -160,17 +202,17 @@ def erase_samples(
             sample_id_kind=source.sample_id_kind,
             n_subjects=0,
             subject_key_id=source.subject_key_id,
-            erased_samples=len(texts),
+            erased_samples=n_erased,
             shards_rewritten=len(rewritten),
             bytes_rewritten=bytes_rewritten,
-            description=f"version {source.version} without {len(texts)} erased sample(s)",
+            description=f"version {source.version} without {n_erased} erased sample(s)",
             created_by=actor,
         ),
     )
     if all_shards:
         session.execute(insert(DatasetShard), _shard_rows(all_shards, version.id))
-    index.copy_rows(session, source.id, version.id, skip_shards=erased.keys())
-    index.insert_rows(session, version.id, new_rows)
+    index.copy_rows(session, source.id, version.id, skip_shards=plan.erased.keys())
+    index.insert_rows(session, version.id, work.index_rows)
     if source.subject_key_id is not None:
         version.n_subjects = index.count_subjects(session, version.id)
     source.status = VersionStatus.RETIRED
@@ -185,9 +227,9 @@ def erase_samples(
             "dataset": locked.name,
             "from_version": source.version,
             "version": version.version,
-            "n_samples": len(texts),
+            "n_samples": n_erased,
             # Keyed per tenant, as everywhere outside the database (service/privacy.py).
-            "sample_digests": keyed_digests(ctx.tenant_key(tenant_id), digests),
+            "sample_digests": keyed_digests(ctx.tenant_key(tenant_id), work.digests),
             "shards_rewritten": len(rewritten),
             "shards_reused": len(reused),
             "bytes_rewritten": bytes_rewritten,
@@ -200,7 +242,7 @@ def erase_samples(
         dataset=locked.name,
         from_version=source.version,
         version=version.version,
-        n_samples=len(texts),
+        n_samples=n_erased,
         shards_rewritten=len(rewritten),
         bytes_rewritten=bytes_rewritten,
     )

@@ -480,6 +480,19 @@ def test_erase_samples_rewrites_only_the_affected_shards(api: ApiClient, reads: 
     assert retired.value.status == 409
 
 
+def test_erase_in_a_transaction_the_caller_already_opened(api: ApiClient) -> None:
+    """An erasure job may call it mid-transaction: on SQLite a second transaction would wait on
+    the caller's write lock, so the caller's own is used."""
+    create(api)
+    upload(api, upload_bytes(20))
+    source = version_row(api)
+    started = time.perf_counter()
+    with session_scope(api.ctx.session_factory) as session:
+        session.execute(select(Tenant.id)).all()  # the caller's transaction is open
+        new = logic.erase_samples(session, api.ctx, source.id, [1003], actor="t")
+    assert new.n_samples == 19 and time.perf_counter() - started < 10
+
+
 def test_erasing_a_whole_shard_drops_it(api: ApiClient) -> None:
     create(api)
     upload(api, upload_bytes(20))  # shards of 8, 8, 4
