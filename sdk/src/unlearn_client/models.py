@@ -144,14 +144,26 @@ class AuditEvent(ApiModel):
     hash: str
 
 
-class ChainVerification(ApiModel):
-    """The answer of ``GET /v1/audit/verify``."""
+class SignedHead(ApiModel):
+    """A chain head the service signed: the chain must still reach it (``SignedHeadOut``)."""
 
+    seq: int
+    hash: str
+    signed_at: str
+    key_id: str
+
+
+class ChainVerification(ApiModel):
+    """The answer of ``GET /v1/audit/verify``: the caller's tenant's chain."""
+
+    # The chain verified: the tenant's id ("system" for events of no tenant).
+    chain: str | None = None
     ok: bool
     length: int
     head_hash: str
     first_bad_seq: int | None = None
     reason: str | None = None
+    signed_head: SignedHead | None = None
 
 
 class ApiKey(ApiModel):

@@ -1,0 +1,188 @@
+"""SDK and CLI tests run against the real service: ``unlearn-service run`` (uvicorn API, one
+Celery worker, SQLite, the embedded broker) as a process tree, started once for the session.
+Tests share it, so each registers models under names of its own.
+
+- ``server``: the running service (``server.url``, ``server.admin_key``).
+- ``proxy``: a :class:`FaultProxy` in front of it that breaks chosen exchanges.
+- ``clients``: runs one test body with the sync ``Client`` and with the ``AsyncClient``
+  (parametrized), so both executors are checked by the same assertions.
+- ``registered``: a model with version 1 (the digits MLP and its eval set), by a fresh name.
+- ``digits``: the trained digits MLP from the integration fixtures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from unlearn_client import AsyncClient, Client, RetryPolicy
+
+from tests.integration.conftest import (  # noqa: F401  (digits is a fixture used by the tests here)
+    ADMIN_KEY,
+    DIGITS_ARCH,
+    ROOT,
+    TREE_MARKER_ENV,
+    Digits,
+    digits,
+    kill_process_tree,
+    new_tree_marker,
+)
+from tests.sdk.faults import FaultProxy
+
+# Retries without real waits: the policy is the same, only the backoff is short.
+FAST_RETRY = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    admin_key: str
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(self.url, self.admin_key, **kwargs)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """An environment for a subprocess that talks to this server (the CLI)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
+        return {**env, **extra}
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        assert proc.poll() is None, "the service exited: " + log_path.read_text(errors="replace")[-5000:]
+        assert time.monotonic() < deadline, "the service did not come up: " + log_path.read_text()[-5000:]
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("sdk-service")
+    port = _free_port()
+    marker = new_tree_marker()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
+    env.update(
+        UNLEARN_DATA_DIR=str(tmp / "var"), UNLEARN_ADMIN_KEY=ADMIN_KEY, UNLEARN_TORCH_THREADS="1",
+        UNLEARN_LOG_LEVEL="WARNING", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+    )  # fmt: skip
+    env[TREE_MARKER_ENV] = marker
+    log_path = tmp / "service.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("unlearn-service")), "run", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, url, log_path)
+        yield Server(url, ADMIN_KEY, tmp / "var", log_path)
+    finally:
+        kill_process_tree(proc, marker)
+
+
+@pytest.fixture
+def proxy(server: Server) -> Iterator[FaultProxy]:
+    relay = FaultProxy("127.0.0.1", server.port)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+class Clients:
+    """Runs ``body(client)`` with a fresh sync or async client, awaiting what the async one
+    returns. A body may also be a generator that yields SDK calls and gets their answers back
+    (``model = yield c.models.get(name)``): several steps, written once for both clients."""
+
+    def __init__(self, kind: str, server: Server) -> None:
+        self.kind = kind
+        self.server = server
+
+    def __call__(
+        self, body: Callable[[Any], Any], url: str | None = None, api_key: str | None = None, **kwargs: Any
+    ) -> Any:
+        kwargs.setdefault("retry", FAST_RETRY)
+        url = url or self.server.url
+        key = api_key or self.server.admin_key
+        if self.kind == "sync":
+            with Client(url, key, **kwargs) as client:
+                result = body(client)
+                return _drive(result, lambda answer: answer) if inspect.isgenerator(result) else result
+
+        async def run() -> Any:
+            async with AsyncClient(url, key, **kwargs) as client:
+                result = body(client)
+                if inspect.isgenerator(result):
+                    return await _adrive(result)
+                return await result if inspect.isawaitable(result) else result
+
+        return asyncio.run(run())
+
+
+def _drive(steps: Generator[Any, Any, Any], resolve: Callable[[Any], Any]) -> Any:
+    answer: Any = None
+    while True:
+        try:
+            answer = resolve(steps.send(answer))
+        except StopIteration as stop:
+            return stop.value
+
+
+async def _adrive(steps: Generator[Any, Any, Any]) -> Any:
+    answer: Any = None
+    while True:
+        try:
+            call = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value
+        answer = await call if inspect.isawaitable(call) else call
+
+
+@pytest.fixture(params=["sync", "async"])
+def clients(request: pytest.FixtureRequest, server: Server) -> Clients:
+    return Clients(request.param, server)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def registered(server: Server, digits: Digits) -> str:  # noqa: F811  (the fixture imported above)
+    name = unique("digits")
+    with server.client() as client:
+        client.models.create(name, DIGITS_ARCH, tags=["sdk-test"])
+        client.versions.upload(name, digits.checkpoint, digits.eval_set)
+    return name
