@@ -1,9 +1,10 @@
 """Reading samples of a dataset version: named ones, the retain set streamed, a seeded subset.
 
 Each function looks its rows up in the index in a short transaction of its own (on SQLite every
-transaction holds the database's write lock), then reads shards from storage outside any
-transaction, one at a time and only those that hold wanted samples: memory stays at one shard
-plus the answer, whatever the size of the data set.
+transaction holds the database's write lock, so do not call them while this thread holds another
+transaction open), then reads shards from storage outside any transaction, one at a time and only
+those that hold wanted samples: memory stays at one shard plus the answer, whatever the size of
+the data set.
 """
 
 from __future__ import annotations
