@@ -127,24 +127,51 @@ def validate_chunk(chunk: Mapping[str, Any], spec: ModelSpec, start: int) -> Ten
 
 
 # -- id columns ------------------------------------------------------------------------------
+# Ids stay numpy arrays, checked vectorised: a version of millions of samples never becomes
+# millions of Python strings at once (the index is written from them a shard at a time).
+
+_CHECK_ROWS = 1 << 20
 
 
-def _id_texts(name: str, values: np.ndarray) -> tuple[SampleIdKind, list[str]]:
+def _native(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
+
+
+def _embedded_nul(values: np.ndarray) -> int | None:
+    """The first sample whose (unicode) id holds a NUL, which no database column can store.
+    (numpy pads with NULs, so only NULs before a string's end count.)"""
+    width = values.dtype.itemsize // 4
+    if width == 0:
+        return None
+    for start in range(0, len(values), _CHECK_ROWS):
+        part = values[start : start + _CHECK_ROWS]
+        codes = part.view(np.uint32).reshape(len(part), width)
+        inside = np.arange(width) < np.char.str_len(part)[:, None]
+        bad = ((codes == 0) & inside).any(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return None
+
+
+def _check_ids(name: str, values: np.ndarray) -> tuple[SampleIdKind, np.ndarray]:
     kind = values.dtype.kind
     if kind in "iu":
         if kind == "u" and values.size and int(values.max()) > _UNBOUNDED:
             raise DataError(f"{name}: values too large for int64")
-        return SampleIdKind.INT, [str(v) for v in values.astype(np.int64).tolist()]
+        return SampleIdKind.INT, _native(values).astype(np.int64, copy=False)
     if kind == "U":
-        texts = [str(v) for v in values.tolist()]
-        for i, text in enumerate(texts):
-            if len(text) > MAX_ID_CHARS:
-                raise DataError(
-                    f"{name}: the id of sample {i} has {len(text)} characters, at most {MAX_ID_CHARS}"
-                )
-            if "\x00" in text:
-                raise DataError(f"{name}: the id of sample {i} holds a NUL character")
-        return SampleIdKind.STR, texts
+        values = _native(values)
+        lengths = np.char.str_len(values)
+        too_long = np.nonzero(lengths > MAX_ID_CHARS)[0]
+        if too_long.size:
+            i = int(too_long[0])
+            raise DataError(
+                f"{name}: the id of sample {i} has {int(lengths[i])} characters, at most {MAX_ID_CHARS}"
+            )
+        nul = _embedded_nul(values)
+        if nul is not None:
+            raise DataError(f"{name}: the id of sample {nul} holds a NUL character")
+        return SampleIdKind.STR, values
     if kind == "S":
         raise DataError(f"{name}: byte strings are not accepted; store unicode strings (numpy 'U' arrays)")
     raise DataError(
@@ -164,13 +191,14 @@ def _first_duplicate(values: np.ndarray) -> tuple[Any, int, int, int] | None:
     return unique[i].item(), int(positions[0]), int(positions[1]), int(repeated.sum())
 
 
-def sample_ids(values: np.ndarray) -> tuple[SampleIdKind, list[str]]:
-    """The sample ids as text (ints in decimal), checked: int64 or unicode strings, non-empty, unique."""
-    kind, texts = _id_texts(SAMPLE_IDS, values)
+def sample_ids(values: np.ndarray) -> tuple[SampleIdKind, np.ndarray]:
+    """The sample ids, checked (int64 or unicode strings, non-empty, unique), as int64 or native
+    unicode; ``id_texts`` gives the index's text of a range of them."""
+    kind, values = _check_ids(SAMPLE_IDS, values)
     if kind is SampleIdKind.STR:
-        empty = next((i for i, t in enumerate(texts) if not t), None)
-        if empty is not None:
-            raise DataError(f"sample_ids: sample {empty} has an empty id")
+        empty = np.nonzero(np.char.str_len(values) == 0)[0]
+        if empty.size:
+            raise DataError(f"sample_ids: sample {int(empty[0])} has an empty id")
     duplicate = _first_duplicate(values)
     if duplicate is not None:
         value, a, b, count = duplicate
@@ -178,10 +206,19 @@ def sample_ids(values: np.ndarray) -> tuple[SampleIdKind, list[str]]:
             f"sample_ids must be unique: {value!r} is the id of samples {a} and {b}"
             + (f" ({count} ids are repeated)" if count > 1 else ""),
         )
-    return kind, texts
+    return kind, values
 
 
-def subject_ids(values: np.ndarray) -> list[str | None]:
-    """One subject id per sample as text; an empty string (in a string array) means none."""
-    _kind, texts = _id_texts(SUBJECT_IDS, values)
-    return [t or None for t in texts]
+def subject_ids(values: np.ndarray) -> np.ndarray:
+    """The subject ids, checked like sample ids but not unique; an empty string means none."""
+    return _check_ids(SUBJECT_IDS, values)[1]
+
+
+def count_subjects(subjects: np.ndarray) -> int:
+    distinct = np.unique(subjects)
+    return int(len(distinct) - (1 if distinct.dtype.kind == "U" and (distinct == "").any() else 0))
+
+
+def id_texts(values: np.ndarray, start: int, stop: int) -> list[str | None]:
+    """The index's text of ids [start, stop): ints in decimal, strings as given, "" as None."""
+    return [str(v) if v != "" else None for v in values[start:stop].tolist()]

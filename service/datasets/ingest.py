@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from service.context import ServiceContext
 from service.datasets import checks, shards
 from service.datasets.formats import open_upload
@@ -32,19 +34,25 @@ class PreparedUpload:
     shard_samples: int
     columns: dict[str, Any]
     sample_id_kind: SampleIdKind
-    sample_ids: list[str]
-    subject_digests: list[str | None] | None
+    sample_ids: np.ndarray  # int64 or unicode, checked
+    subjects: np.ndarray | None  # int64 or unicode ("" for none), checked
     shards: list[shards.StoredShard]
 
     @property
     def n_subjects(self) -> int:
-        return len({d for d in self.subject_digests or () if d is not None})
+        return 0 if self.subjects is None else checks.count_subjects(self.subjects)
 
-    def index_rows(self) -> Iterator[IndexRow]:
+    def index_rows(self, hasher: SubjectHasher) -> Iterator[IndexRow]:
+        """The index rows, made a shard at a time (never a list of every sample's id)."""
         size = self.shard_samples
-        digests = self.subject_digests
-        for i, sample_id in enumerate(self.sample_ids):
-            yield IndexRow(sample_id, digests[i] if digests is not None else None, i // size, i % size)
+        for shard, start in enumerate(range(0, self.n_samples, size)):
+            stop = min(start + size, self.n_samples)
+            ids = checks.id_texts(self.sample_ids, start, stop)
+            subjects = checks.id_texts(self.subjects, start, stop) if self.subjects is not None else None
+            for row, sample_id in enumerate(ids):
+                subject = subjects[row] if subjects is not None else None
+                assert sample_id is not None  # checked: no empty sample id
+                yield IndexRow(sample_id, None if subject is None else hasher(subject), shard, row)
 
 
 def too_large(size: int, limit: int) -> Problem:
@@ -56,9 +64,7 @@ def too_large(size: int, limit: int) -> Problem:
     )
 
 
-def prepare_upload(
-    ctx: ServiceContext, task: DatasetTask, blob: bytes, hasher: SubjectHasher
-) -> PreparedUpload:
+def prepare_upload(ctx: ServiceContext, task: DatasetTask, blob: bytes) -> PreparedUpload:
     """Validate an upload (DataError → 422, size → 413) and store its shards; touches no database."""
     settings = ctx.settings
     if len(blob) > settings.dataset_max_bytes:
@@ -88,6 +94,6 @@ def prepare_upload(
         columns=columns,
         sample_id_kind=kind,
         sample_ids=sample_ids,
-        subject_digests=None if subjects is None else [None if s is None else hasher(s) for s in subjects],
+        subjects=subjects,
         shards=stored,
     )

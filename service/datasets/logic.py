@@ -117,7 +117,7 @@ def upload_version(
     with session_scope(ctx.session_factory) as read:
         task = DatasetTask(get_dataset(read, tenant_id, dataset_name).task)
     hasher = SubjectHasher(ctx, tenant_id)
-    prepared = prepare_upload(ctx, task, data, hasher)
+    prepared = prepare_upload(ctx, task, data)
 
     # Lock the data set row so concurrent uploads get consecutive version numbers. Should it
     # have gone meanwhile (404), the stored shards are content-addressed and so harmless.
@@ -136,7 +136,7 @@ def upload_version(
             columns=prepared.columns,
             sample_id_kind=prepared.sample_id_kind,
             n_subjects=prepared.n_subjects,
-            subject_key_id=hasher.key_id if prepared.subject_digests is not None else None,
+            subject_key_id=hasher.key_id if prepared.subjects is not None else None,
             upload_format=prepared.format,
             upload_sha256=prepared.upload_sha256,
             description=description,
@@ -157,7 +157,7 @@ def upload_version(
             for s in prepared.shards
         ],
     )
-    index.insert_rows(session, version.id, prepared.index_rows())
+    index.insert_rows(session, version.id, prepared.index_rows(hasher))
     append_event(
         session,
         actor=actor,

@@ -271,6 +271,11 @@ BAD_UPLOADS = {
     "no-sample-ids": (lambda: upload_bytes(8, sample_ids=None, subject_ids=None), "sample_ids"),
     "float-sample-ids": (lambda: upload_bytes(8, sample_ids=torch.arange(8.0)), "integers"),
     "empty-string-id": (lambda: upload_bytes(3, fmt="npz", sample_ids=np.array(["a", "", "c"])), "empty id"),
+    "nul-in-id": (lambda: upload_bytes(3, fmt="npz", sample_ids=np.array(["a", "b\x00c", "d"])), "sample 1"),
+    "id-too-long": (
+        lambda: upload_bytes(2, fmt="npz", sample_ids=np.array(["a", "x" * 201])),
+        "201 characters",
+    ),
     "unknown-array": (lambda: upload_bytes(8, weights=torch.zeros(8)), "weights"),
     "negative-label": (lambda: upload_bytes(8, labels=torch.full((8,), -1)), "labels"),
     "pickle": (lambda: b"\x80\x04" + b"\x00" * 64, "pickle"),
