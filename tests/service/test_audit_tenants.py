@@ -325,6 +325,8 @@ def test_altered_or_rewritten_signed_heads_are_detected(
 
 
 def test_signed_heads_through_the_api(api: ApiClient) -> None:
+    # The API signs heads in a thread of its own (UNLEARN_AUDIT_SIGN_INTERVAL_SECONDS).
+    assert any(t.name == "audit-head-signer" and t.is_alive() for t in threading.enumerate())
     for i in range(3):
         api.create_model(f"m{i}")
     with session_scope(api.ctx.session_factory) as s:
