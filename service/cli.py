@@ -133,11 +133,18 @@ def reconcile(
 
 @app.command("create-key")
 def create_key_cmd(
-    tenant: Annotated[str, typer.Option(help="tenant name (created if new)")],
     scopes: Annotated[str, typer.Option(help="comma-separated scopes, e.g. models:read,deletions:write")],
+    tenant: Annotated[
+        str | None, typer.Option(help="tenant name (created if new); default: the operator tenant")
+    ] = None,
     name: Annotated[str, typer.Option(help="a label for the key")] = "cli",
 ) -> None:
-    """Create an API key and print it (the only time it is shown)."""
+    """Create an API key and print it (the only time it is shown).
+
+    Also how an operator recovers a deployment left without an admin key:
+    ``unlearn-service create-key --scopes admin`` against the same database.
+    """
+    tenant = tenant or get_settings().admin_tenant
     from service.auth import create_key, ensure_tenant
     from service.context import build_context
     from service.db import session_scope

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import structlog
@@ -93,6 +95,19 @@ def unprocessable(detail: str, **extra: Any) -> Problem:
     return Problem(422, "Unprocessable Content", detail, **extra)
 
 
+def json_error_detail(exc: BaseException, what: str = "the body") -> str | None:
+    """A client-facing reason for a JSON parse failure, or None if ``exc`` is not one."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return f"{what} is nested too deeply to parse (at most about {sys.getrecursionlimit()} levels)"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{what} is not valid JSON: it is not UTF-8 text"
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return f"{what} holds an integer with more than {sys.get_int_max_str_digits()} digits"
+    return None
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
@@ -144,7 +159,6 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and exc.__cause__ is not None:
         # FastAPI answers every body it cannot parse with a bare 400; a JSON body nested too deep
         # or with a too-long integer is bad input like any other: say what is wrong, as a 422.
-        from service.jsonbody import json_error_detail
 
         reason = json_error_detail(exc.__cause__)
         if reason is not None:

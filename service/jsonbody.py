@@ -8,23 +8,9 @@ neither is a ``JSONDecodeError``, so code that catches only that answered them w
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
-from service.errors import unprocessable
-
-
-def json_error_detail(exc: BaseException, what: str = "the body") -> str | None:
-    """A client-facing reason for a JSON parse failure, or None if ``exc`` is not one."""
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-    if isinstance(exc, RecursionError):
-        return f"{what} is nested too deeply to parse (at most about {sys.getrecursionlimit()} levels)"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"{what} is not valid JSON: it is not UTF-8 text"
-    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
-        return f"{what} holds an integer with more than {sys.get_int_max_str_digits()} digits"
-    return None
+from service.errors import json_error_detail, unprocessable
 
 
 def loads(raw: str | bytes, *, what: str = "the body") -> Any:

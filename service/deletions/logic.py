@@ -123,7 +123,9 @@ def validate_forget_set(
 
     limit = settings.max_inline_samples if intake.inline else settings.max_forget_samples
     try:
-        data = validate_dataset(intake.source, model.architecture, max_samples=limit)
+        data = validate_dataset(
+            intake.source, model.architecture, max_samples=limit, max_bytes=settings.max_body_bytes
+        )
         blob = dataset_bytes(data)
         digests = sample_digests(data)
     except (DataError, InvalidInputError) as exc:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service import idempotency
+from service import idempotency, jsonbody
 from service.deletions import logic
 from service.deletions.schemas import (
     BulkDeletionIn,
@@ -46,10 +46,7 @@ _FORM_FIELDS = {"forget_set", "subject", "method", "params", "base_version", "po
 def _json_field(name: str, raw: str | None) -> Any:
     if raw is None or raw == "":
         return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise unprocessable(f"{name}: not valid JSON ({exc.msg})") from exc
+    return jsonbody.loads(raw, what=name)
 
 
 async def _parse_multipart(request: Request) -> tuple[logic.Intake, bytes]:
@@ -101,10 +98,7 @@ async def _parse_multipart(request: Request) -> tuple[logic.Intake, bytes]:
 
 
 def _parse_json(body: bytes) -> logic.Intake:
-    try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise unprocessable(f"the body is not valid JSON: {exc}") from exc
+    raw = jsonbody.loads(body)
     try:
         parsed = DeletionRequestIn.model_validate(raw)
     except ValidationError as exc:
@@ -182,7 +176,7 @@ async def create_deletion_requests_bulk(
 ) -> JSONResponse:
     body = await request.body()
     try:
-        parsed = BulkDeletionIn.model_validate_json(body)
+        parsed = BulkDeletionIn.model_validate(jsonbody.loads(body))
     except ValidationError as exc:
         raise _validation_problem(exc) from exc
     limit = ctx.settings.max_bulk_requests

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.jobs.policy import AcceptancePolicy
+from service.jsonbody import MAX_NESTING, nesting_depth
 
 
 class Samples(BaseModel):
@@ -24,6 +25,13 @@ class Samples(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # pydantic, copy.deepcopy and json.dumps all recurse: refuse absurd nesting at the door.
+    if value is not None and nesting_depth(value) > MAX_NESTING:
+        raise ValueError(f"nested more than {MAX_NESTING} levels deep")
+    return value
+
+
 class DeletionRequestIn(BaseModel):
     """The JSON form of ``POST /v1/models/{name}/deletion-requests``."""
 
@@ -34,6 +42,8 @@ class DeletionRequestIn(BaseModel):
     method: str | None = Field(None, max_length=64)
     params: dict[str, Any] | None = None
     base_version: int | None = Field(None, ge=1)
+
+    _params_depth = field_validator("params")(_shallow)
     policy: AcceptancePolicy | None = None
 
 
@@ -93,6 +103,8 @@ class BulkDeletionIn(BaseModel):
     method: str | None = Field(None, max_length=64)
     params: dict[str, Any] | None = None
     policy: AcceptancePolicy | None = None
+
+    _params_depth = field_validator("params")(_shallow)
 
 
 class BulkDeletionOut(BaseModel):

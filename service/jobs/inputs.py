@@ -45,11 +45,13 @@ def load_inputs(ctx: ServiceContext, claim: Claim) -> JobInputs:
         architecture = dict(model_row.architecture)
     if not requests:
         raise InvalidInputError("the job has no deletion requests")
+    # The same byte limit as intake, so the worker never refuses what the API accepted.
+    max_bytes = ctx.settings.max_body_bytes
     model = build_model(architecture)
     load_checkpoint(model, ctx.storage.read_bytes(base.storage_key))
     model.eval()
     eval_set = (
-        validate_dataset(ctx.storage.read_bytes(base.eval_set_key), architecture)
+        validate_dataset(ctx.storage.read_bytes(base.eval_set_key), architecture, max_bytes=max_bytes)
         if base.eval_set_key
         else None
     )
@@ -58,7 +60,8 @@ def load_inputs(ctx: ServiceContext, claim: Claim) -> JobInputs:
         if r.forget_set_key is None:
             # Not retryable: the bytes are gone (purged); the client must submit the request again.
             raise InvalidInputError(f"the forget set of request {r.id} is no longer stored")
-        forget_sets.append(validate_dataset(ctx.storage.read_bytes(r.forget_set_key), architecture))
+        blob = ctx.storage.read_bytes(r.forget_set_key)
+        forget_sets.append(validate_dataset(blob, architecture, max_bytes=max_bytes))
         digests.extend(r.sample_digests or [])
     forget = concat_datasets(forget_sets) if len(forget_sets) > 1 else forget_sets[0]
     return JobInputs(model, forget, eval_set, base, architecture, [r.id for r in requests], digests)

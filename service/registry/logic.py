@@ -236,7 +236,7 @@ def upload_version(
     eval_sha: str | None = None
     n_eval: int | None = None
     if eval_set is not None:
-        data = validate_dataset(eval_set, architecture)
+        data = validate_dataset(eval_set, architecture, max_bytes=ctx.settings.max_body_bytes)
         eval_sha = sha256_bytes(eval_set)
         n_eval = num_samples(data)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from service.settings import Settings
 from tests.service_fixtures import ADMIN_KEY, ApiClient, make_settings, start_api
@@ -220,7 +221,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        env[f"UNLEARN_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, dict | list):
+            text = json.dumps(value, default=str)  # pydantic-settings reads complex values as JSON
+        else:
+            text = str(value)
+        env[f"UNLEARN_{name.upper()}"] = text
     env["UNLEARN_TORCH_THREADS"] = "1"
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = str(ROOT)

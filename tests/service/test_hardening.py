@@ -119,11 +119,6 @@ def test_json_loads_helper_turns_every_parse_failure_into_a_422() -> None:
         assert caught.value.status == 422 and needle in (caught.value.detail or "")
 
 
-@pytest.mark.xfail(
-    reason="service/deletions/routes.py parses with json.loads and catches only JSONDecodeError; "
-    "it needs service.jsonbody.loads (off-limits to this change, see the hardening report)",
-    strict=False,
-)
 @pytest.mark.parametrize("body", [DEEP, '{"samples": ' + "9" * 5000 + "}"], ids=["deep", "huge-int"])
 def test_deletion_request_json_body_is_422(sqlite_api: ApiClient, body: str) -> None:
     sqlite_api.create_model("m")
