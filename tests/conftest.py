@@ -6,10 +6,13 @@ elsewhere those tests are skipped with a message that says how to start the serv
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -67,13 +70,40 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database index of its own for one test, flushed before and after."""
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """A Redis database index that no other test session on this machine uses meanwhile.
+
+    Sessions of several people (or CI beside a developer) share one server: on a shared index one
+    session's worker would take the other's messages (its job: "no such job", acked, lost) and
+    each flush would drop the other's queue. An index is held by a lock file for the session;
+    UNLEARN_TEST_REDIS_DB names one (waiting for it if another session holds it).
+    """
     require_server("Redis", REDIS_HOST, REDIS_PORT)
+    explicit = os.environ.get("UNLEARN_TEST_REDIS_DB")
+    candidates = [int(explicit)] if explicit else [*range(8, 16), *range(1, 8)]
+    for db in candidates:
+        lock = open(Path(tempfile.gettempdir()) / f"unlearn-tests-redis-db{db}.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if explicit else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        try:
+            yield db
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+        return
+    pytest.fail(f"Redis databases {candidates} are all held by other test sessions", pytrace=False)
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> Iterator[str]:
+    """The session's Redis database index, flushed before and after the test."""
     import redis
 
-    db = int(os.environ.get("UNLEARN_TEST_REDIS_DB", "7"))
+    db = redis_db
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
     client.flushdb()
     try:

@@ -388,6 +388,16 @@ def _files_and_dirs(root: Path) -> tuple[list[Path], set[Path]]:
 class PooledApp:
     client: ApiClient  # entered: holds the lifespan and the event loop the app runs on
     data_dirs: set[Path] = field(default_factory=set)
+    # The files the app made under data_dir as it started (the embedded service secret...):
+    # path -> (content, mode), put back as they were after each test.
+    startup_files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings) -> PooledApp:
+        pooled = cls(start_api(settings))
+        files, pooled.data_dirs = _files_and_dirs(settings.data_dir)
+        pooled.startup_files = {p: (p.read_bytes(), p.stat().st_mode) for p in files}
+        return pooled
 
     def fingerprint(self) -> tuple[Any, ...]:
         """What a test could change on the app and leave for the next one."""
@@ -408,11 +418,11 @@ class PooledApp:
 
         with session_scope(self.client.ctx.session_factory) as session:
             bootstrap_admin_key(session, self.client.settings)
-        # Folders made so far stay (a cached broker client writes into them); files go.
+        # Folders made so far stay (a cached broker client writes into them).
         self.data_dirs |= _files_and_dirs(self.client.settings.data_dir)[1]
 
     def clean(self) -> None:
-        """Remove what a test stored: artifacts, files under data_dir, HTTP metrics."""
+        """Undo what a test stored: artifacts, files under data_dir, HTTP metrics."""
         storage = self.client.ctx.storage
         with contextlib.suppress(FileNotFoundError):
             storage.fs.rm(storage.root, recursive=True)
@@ -421,10 +431,16 @@ class PooledApp:
         data_dir = self.client.settings.data_dir
         files, dirs = _files_and_dirs(data_dir)
         for path in files:
-            path.unlink(missing_ok=True)
+            if path not in self.startup_files:
+                path.unlink(missing_ok=True)
         self.data_dirs |= dirs
         for path in (data_dir, *sorted(self.data_dirs)):
             path.mkdir(parents=True, exist_ok=True)
+        for path, (content, mode) in self.startup_files.items():
+            if not path.is_file() or path.read_bytes() != content:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+            path.chmod(mode)
         self._reset_http_metrics()
 
     def _reset_http_metrics(self) -> None:
@@ -490,7 +506,7 @@ class AppPool:
             self.apps.move_to_end(key)
             return pooled
         home = self.root / f"app{len(self.apps)}-{uuid.uuid4().hex[:6]}"
-        pooled = PooledApp(start_api(_rebased(settings, str(tmp_path), str(home))))
+        pooled = PooledApp.start(_rebased(settings, str(tmp_path), str(home)))
         self.apps[key] = pooled
         while len(self.apps) > self.size:
             self.apps.popitem(last=False)[1].close()
