@@ -12,7 +12,7 @@ import pytest
 import torch
 from unlearn_client import Client, Job, WaitTimeout
 
-from tests.sdk.conftest import DIGITS_ARCH, Clients, Digits, Server, unique
+from tests.sdk.conftest import DIGITS_ARCH, FAST_RETRY, Clients, Digits, Server, unique
 from tests.sdk.faults import Answer, FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -67,7 +67,7 @@ def test_wait_polls_when_the_event_stream_is_refused(
 ) -> None:
     # A proxy that cannot stream: every try at the events endpoint gets a 502.
     proxy.add("GET", r"/events$", Answer(502), times=100)
-    with Client(proxy.url, server.admin_key, poll_interval=0.2) as client:
+    with Client(proxy.url, server.admin_key, poll_interval=0.2, retry=FAST_RETRY) as client:
         request = client.deletions.submit(registered, samples=digits.samples(_class_3(digits)[:10].tolist()))
         snapshots = list(client.jobs.events(request.job_id or ""))
         job = client.wait(request)

@@ -44,9 +44,10 @@ def upload(
 def download(
     model: str,
     version: Annotated[str, typer.Argument(help="A number, or latest.")] = "latest",
+    # A str, not a Path: a trailing "/" (a folder to create) must survive.
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="A file, or a folder for the server's file name.")
-    ] = Path("."),
+        str, typer.Option("--output", "-o", help="A file, or a folder (existing, or ending in /).")
+    ] = ".",
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None,
