@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
 	$(BIN)/pip install -q -e ".[service,bench,dev,hf]"
+	$(BIN)/pip install -q -e "sdk[cli]"
 	touch $(STAMP)
 
 install: $(STAMP)
