@@ -140,6 +140,10 @@ def test_the_whole_flow_from_the_command_line(cli: Cli, digits: Digits, tmp_path
     assert cli.json("status", request_id)["status"] == "completed"
     assert cli.json("status", job["id"])["status"] == "succeeded"
     assert cli.json("wait", request_id)["id"] == job["id"]
+    assert [r["id"] for r in cli.json("requests", "list", "--model", name, "--subject", "user-42")] == [
+        request_id
+    ]
+    assert job["id"] in [j["id"] for j in cli.json("jobs", "list", "--model", name, "--status", "succeeded")]
 
     # Inline samples, not waited for; then followed by `wait` with a progress bar on stderr.
     inline = json.dumps(digits.samples(forget[:3].tolist()))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import json
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
+import unlearn_client
 from unlearn_client.digest import announced_sha256, sha256_from_etag, sha256_from_repr_digest
 from unlearn_client.errors import (
     Conflict,
@@ -108,3 +112,26 @@ def test_errors_keep_the_problem_document() -> None:
     assert gateway.detail == "<html>bad gateway</html>"
     teapot = problem_from_response(_response(418))
     assert type(teapot) is ProblemError and teapot.status == 418
+
+
+def _imports(path: Path) -> set[str]:
+    """The top-level packages a module imports (at module level or inside functions)."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_sdk_depends_on_httpx_and_pydantic_only() -> None:
+    # The CLI may use typer and rich (the "cli" extra); the core only imports rich lazily, for
+    # an optional progress bar. Nothing reaches for torch, numpy, or the service's code.
+    package = Path(unlearn_client.__file__).parent
+    allowed = set(sys.stdlib_module_names) | {"httpx", "pydantic", "unlearn_client"}
+    for module in package.rglob("*.py"):
+        extra = {"typer", "rich"} if "cli" in module.relative_to(package).parts else {"rich"}
+        outside = _imports(module) - allowed - extra
+        assert outside == set(), f"{module.relative_to(package)} imports {sorted(outside)}"

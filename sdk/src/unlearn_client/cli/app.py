@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_client.cli.commands import account, audit, keys, models, requests, versions
+from unlearn_client.cli.commands import account, audit, keys, lists, models, requests, versions
 from unlearn_client.cli.session import current
 
 app = typer.Typer(
@@ -43,5 +43,7 @@ app.command()(requests.status)
 app.command()(requests.wait)
 app.command()(requests.cancel)
 app.command()(versions.download)
+app.add_typer(lists.requests, name="requests")
+app.add_typer(lists.jobs, name="jobs")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
