@@ -5,6 +5,7 @@ server and breaks chosen exchanges the way networks do.
   closes first): the case an Idempotency-Key exists for.
 - ``Cut(after)``: the answer's head and its first ``after`` body bytes arrive, then the
   connection breaks: an interrupted download.
+- ``Corrupt(at)``: one byte of the answer's body arrives changed: a bad disk or a bad cache.
 - ``Answer(status, headers)``: the relay answers itself (a gateway's 503, a 429); the server never
   sees the request.
 
@@ -32,13 +33,18 @@ class Cut:
 
 
 @dataclass(frozen=True)
+class Corrupt:
+    at: int  # the body byte to flip
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, object] | None = None
 
 
-Fault = Drop | Cut | Answer
+Fault = Drop | Cut | Corrupt | Answer
 
 
 @dataclass
@@ -171,12 +177,18 @@ class FaultProxy:
                 return
             answer_head, received = parts
             budget = fault.after if isinstance(fault, Cut) else None
+            flip = fault.at if isinstance(fault, Corrupt) else None
+            offset = 0  # of ``received`` in the answer's body
             conn.sendall(answer_head)
             while True:
                 if budget is not None:
                     received, budget = received[:budget], budget - len(received[:budget])
+                if flip is not None and offset <= flip < offset + len(received):
+                    i = flip - offset
+                    received = received[:i] + bytes([received[i] ^ 0xFF]) + received[i + 1 :]
                 if received:
                     conn.sendall(received)
+                    offset += len(received)
                 if budget == 0:
                     return  # cut: the client's connection closes mid-body
                 received = upstream.recv(65536)

@@ -8,10 +8,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from unlearn_client import Client, ServiceUnavailable, TooManyRequests, TransportFailure
+from unlearn_client import Client, DigestMismatch, ServiceUnavailable, TooManyRequests, TransportFailure
 
 from tests.sdk.conftest import DIGITS_ARCH, FAST_RETRY, Clients, Digits, Server, unique
-from tests.sdk.faults import Answer, Cut, Drop, FaultProxy
+from tests.sdk.faults import Answer, Corrupt, Cut, Drop, FaultProxy
 
 CHECKPOINT = r"/versions/\d+/checkpoint$"
 
@@ -52,6 +52,17 @@ def test_a_download_left_half_done_continues_in_a_later_call(
         done = client.download(registered, 1, target)
     assert done.resumed == 1 and target.read_bytes() == digits.checkpoint
     assert not part.exists()
+
+
+def test_a_corrupted_download_is_refused_and_not_kept(
+    clients: Clients, proxy: FaultProxy, registered: str, digits: Digits, tmp_path: Path
+) -> None:
+    proxy.add("GET", CHECKPOINT, Corrupt(1234))
+    with pytest.raises(DigestMismatch) as mismatch:
+        clients(lambda c: c.download(registered, 1, tmp_path / "v.safetensors"), url=proxy.url)
+    assert mismatch.value.expected == hashlib.sha256(digits.checkpoint).hexdigest()
+    assert mismatch.value.actual != mismatch.value.expected
+    assert list(tmp_path.iterdir()) == [], "neither the file nor a partial one is kept"
 
 
 def test_a_lost_answer_to_a_deletion_is_retried_with_the_same_key_and_not_duplicated(

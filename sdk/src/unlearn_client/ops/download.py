@@ -160,6 +160,8 @@ def download(
     finally:
         part.close()
         reporter.close()
+        if part.size == 0:
+            part.path.unlink(missing_ok=True)  # nothing to resume from: leave no empty file
     actual = part.hasher.hexdigest()
     if actual != info.sha256:
         part.path.unlink(missing_ok=True)
