@@ -133,33 +133,38 @@ def test_the_whole_flow_from_the_command_line(cli: Cli, digits: Digits, tmp_path
     )  # fmt: skip
     assert version["version"] == 1 and version["eval_set"]["n_samples"] == len(digits.y_eval)
 
-    # A file, waited for: the finished job is printed, exit 0 because it succeeded.
-    job = cli.json("submit", name, str(tmp_path / "forget.safetensors"), "--subject", "user-42", "--wait")
-    assert job["status"] == "succeeded" and job["result_version"] == 2
-    (request_id,) = job["deletion_requests"]
+    # A file, waited for: the finished request is printed, exit 0 because it completed.
+    done = cli.json("submit", name, str(tmp_path / "forget.safetensors"), "--subject", "user-42", "--wait")
+    assert done["status"] == "completed" and done["result_version"] == 2
+    request_id, job_id = done["id"], done["job_id"]
     assert cli.json("status", request_id)["status"] == "completed"
-    assert cli.json("status", job["id"])["status"] == "succeeded"
-    assert cli.json("wait", request_id)["id"] == job["id"]
+    job = cli.json("status", job_id)
+    assert job["status"] == "succeeded" and job["deletion_requests"] == [request_id]
+    assert cli.json("wait", request_id)["id"] == request_id
+    assert cli.json("wait", job_id)["result_version"] == 2
     assert [r["id"] for r in cli.json("requests", "list", "--model", name, "--subject", "user-42")] == [
         request_id
     ]
     assert job["id"] in [j["id"] for j in cli.json("jobs", "list", "--model", name, "--status", "succeeded")]
-
-    # Inline samples, not waited for; then followed by `wait` with a progress bar on stderr.
-    inline = json.dumps(digits.samples(forget[:3].tolist()))
-    queued = cli.json("submit", name, "--samples", inline, "--params", '{"scope": "samples"}')
-    assert queued["status"] in ("queued", "running") and queued["n_samples"] == 3
-    done = cli.run("wait", queued["id"], "--progress", check=None)
-    assert done.returncode in (0, 6), done.stderr  # 6: the job ran but did not succeed
-    assert "job " in done.stderr
 
     out = tmp_path / "out"
     downloaded = cli.json("download", name, "2", "--output", f"{out}/")  # a folder: the server's name
     path = Path(downloaded["path"])
     assert path == out / f"{name}-v2.safetensors" and downloaded["verified"] is True
     assert hashlib.sha256(path.read_bytes()).hexdigest() == downloaded["sha256"]
-    again = cli.json("versions", "download", name, "1", "-o", str(out / "v1.safetensors"))
-    assert Path(again["path"]).read_bytes() == digits.checkpoint
+    again = cli.json("versions", "download", name, "2", "-o", str(out / "v2.safetensors"))
+    assert Path(again["path"]).read_bytes() == path.read_bytes()
+
+    # Inline samples, not waited for; then followed by `wait` with a progress bar on stderr.
+    # Samples of their own: the service answers a request for samples already forgotten at once.
+    fresh = torch.nonzero(digits.y_train == 3).flatten()[20:23]
+    inline = json.dumps(digits.samples(fresh.tolist()))
+    queued = cli.json("submit", name, "--samples", inline, "--params", '{"scope": "samples"}')
+    assert queued["status"] in ("queued", "running") and queued["n_samples"] == 3
+    followed = cli.run("wait", queued["job_id"], "--progress", check=None)
+    assert followed.returncode in (0, 6), followed.stderr  # 6: the job ran but did not succeed
+    assert f"job {queued['job_id']}" in followed.stderr  # the bar names the job
+
     assert [v["version"] for v in cli.json("versions", "list", name)][:2] == [1, 2]
 
     events = cli.json("audit", "list", "--model", name, "--action", "job.succeeded")

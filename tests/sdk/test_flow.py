@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from unlearn_client import Client, Job, WaitTimeout
+from unlearn_client import Client, DeletionRequest, Job, WaitTimeout
 
 from tests.sdk.conftest import DIGITS_ARCH, FAST_RETRY, Clients, Digits, Server, unique
 from tests.sdk.faults import Answer, FaultProxy
@@ -36,8 +36,10 @@ def test_full_flow(clients: Clients, proxy: FaultProxy, digits: Digits, tmp_path
         assert v1.version == 1
         request = yield c.deletions.submit(name, digits.forget_file(_class_3(digits)), subject="user-42")
         assert request.status == "queued"
-        job = yield c.wait(request.id, progress=seen.append, timeout=240)
-        done = yield c.deletions.get(request.id)
+        job = yield c.jobs.wait(request.job_id, progress=seen.append, timeout=240)
+        # Waiting on the request itself gives the request (its job has ended: no more waiting).
+        done = yield c.wait(request.id)
+        assert isinstance(done, DeletionRequest) and done.id == request.id
         assert done.status == "completed" and done.result_version == 2
         v2 = yield c.versions.get(name, "latest")
         assert v2.parent_version == 1 and v2.created_by_job == job.id
@@ -70,10 +72,24 @@ def test_wait_polls_when_the_event_stream_is_refused(
     with Client(proxy.url, server.admin_key, poll_interval=0.2, retry=FAST_RETRY) as client:
         request = client.deletions.submit(registered, samples=digits.samples(_class_3(digits)[:10].tolist()))
         snapshots = list(client.jobs.events(request.job_id or ""))
-        job = client.wait(request)
+        job = client.jobs.wait(request.job_id or "")
+        done = client.deletions.wait(request)
     assert snapshots[-1].is_terminal and job.status == snapshots[-1].status
-    assert job.id == request.job_id
+    assert job.id == request.job_id and done.is_terminal and done.job_id == job.id
     assert len(proxy.requests("GET", rf"^/v1/jobs/{job.id}$")) >= 2  # polled
+
+
+def test_waiting_for_a_request_again_returns_at_once(server: Server, registered: str, digits: Digits) -> None:
+    samples = digits.samples(_class_3(digits)[:5].tolist())
+    with server.client() as client:
+        first = client.deletions.wait(client.deletions.submit(registered, samples=samples), timeout=240)
+        assert first.status == "completed"
+        assert client.wait(first) == client.deletions.get(first.id)  # terminal: nothing to follow
+        # The same samples again: the service may answer "already erased" with no job at all;
+        # either way waiting ends with a terminal request.
+        again = client.deletions.submit(registered, samples=samples)
+        done = client.wait(again.id, timeout=240)
+    assert isinstance(done, DeletionRequest) and done.id == again.id and done.is_terminal
 
 
 def test_wait_times_out(server: Server, registered: str, digits: Digits) -> None:

@@ -102,6 +102,10 @@ class Conflict(ProblemError):
     """409: e.g. a model name that exists, or cancelling a finished job."""
 
 
+class Gone(ProblemError):
+    """410: e.g. the checkpoint of a version retired because it still holds erased data."""
+
+
 class ContentTooLarge(ProblemError):
     """413: the body exceeds the server's limit."""
 
@@ -136,6 +140,7 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    410: Gone,
     413: ContentTooLarge,
     415: UnsupportedMediaType,
     416: RangeNotSatisfiable,

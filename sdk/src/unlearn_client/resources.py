@@ -46,6 +46,7 @@ class DeletionRequests(Resource[R]):
     iterate = Iteration(deletion_ops.iterate)
     get = Operation(deletion_ops.get)
     sample_digests = Operation(deletion_ops.sample_digests)
+    wait = Operation(follow_ops.wait_request)
 
 
 class Jobs(Resource[R]):
@@ -56,7 +57,7 @@ class Jobs(Resource[R]):
     get = Operation(job_ops.get)
     cancel = Operation(job_ops.cancel)
     events = Iteration(follow_ops.events)
-    wait = Operation(follow_ops.wait)
+    wait = Operation(follow_ops.wait_job)
 
 
 class Audit(Resource[R]):

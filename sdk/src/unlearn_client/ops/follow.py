@@ -2,7 +2,8 @@
 polling when streaming is not possible (an older server, a proxy that buffers or refuses it).
 
 ``events`` emits a snapshot of the job each time its status, stage or progress changes;
-``wait`` runs it with a progress display and returns the finished job.
+``wait_job`` runs it with a progress display and returns the finished job; ``wait_request``
+follows a deletion request through the job(s) that serve it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from unlearn_client.errors import (
     ProblemError,
     TransportFailure,
     Unauthorized,
-    UnlearnError,
     WaitTimeout,
 )
 from unlearn_client.flow import Close, Emit, EmittingFlow, Flow, Read, Sleep, Stream, forward
@@ -29,7 +29,7 @@ from unlearn_client.ops import deletions, jobs
 from unlearn_client.progress import JobProgress, job_reporter
 from unlearn_client.sse import SseParser
 
-# What ``wait`` accepts: a job or deletion request, or the id of one ("del_..." ids are requests).
+# What ``wait`` accepts: a job or a deletion request, or the id of one ("del_..." ids are requests).
 WaitTarget = str | Job | DeletionRequest
 
 
@@ -127,30 +127,61 @@ def events(options: Options, job_id: str, *, timeout: float | None = None) -> Em
         yield Sleep(pause)
 
 
-def job_id_of(options: Options, target: WaitTarget) -> Flow[str]:
-    """The id of the job that serves ``target``."""
-    if isinstance(target, Job):
-        return target.id
-    if isinstance(target, str) and not target.startswith("del_"):
-        return target
-    request = target if isinstance(target, DeletionRequest) else (yield from deletions.get(options, target))
-    if request.job_id is None:
-        raise UnlearnError(f"deletion request {request.id} has no job")
-    return request.job_id
-
-
-def wait(
-    options: Options, target: WaitTarget, *, progress: JobProgress = False, timeout: float | None = None
+def wait_job(
+    options: Options, job: Job | str, *, progress: JobProgress = False, timeout: float | None = None
 ) -> Flow[Job]:
-    """Follow a job (or the job of a deletion request) until it ends, and return it.
+    """Follow a job until it ends and return it (a job that failed too: see ``status``, ``error``).
 
     ``progress=True`` shows a progress bar on stderr (rich, from the ``cli`` extra; plain lines
-    without it); a callable is called with every new snapshot instead. A job that fails is
-    returned too: look at ``job.status`` and ``job.error``.
+    without it); a callable is called with every new snapshot instead. ``timeout`` (seconds)
+    raises WaitTimeout.
     """
-    job_id = yield from job_id_of(options, target)
+    job_id = job.id if isinstance(job, Job) else job
     reporter = job_reporter(progress)
     try:
         return (yield from forward(events(options, job_id, timeout=timeout), reporter.update))
     finally:
         reporter.close()
+
+
+def wait_request(
+    options: Options,
+    request: DeletionRequest | str,
+    *,
+    progress: JobProgress = False,
+    timeout: float | None = None,
+) -> Flow[DeletionRequest]:
+    """Follow a deletion request until it is completed, failed or cancelled, and return it.
+
+    The job that serves it is followed (``progress`` shows that job); a request that needs no
+    job (its samples were already erased) is returned as it is.
+    """
+    started = time.monotonic()
+    current = (
+        request if isinstance(request, DeletionRequest) else (yield from deletions.get(options, request))
+    )
+    while not current.is_terminal:
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            raise WaitTimeout(current.job_id or current.id, timeout or 0.0)
+        if current.job_id is not None:
+            # The request ends in the transaction that ends its job; a failed attempt may also
+            # move it to another job, so read it again and go on until it is terminal.
+            yield from wait_job(options, current.job_id, progress=progress, timeout=left)
+        else:
+            yield Sleep(options.poll_interval if left is None else min(options.poll_interval, left))
+        current = yield from deletions.get(options, current.id)
+    return current
+
+
+def wait(
+    options: Options, target: WaitTarget, *, progress: JobProgress = False, timeout: float | None = None
+) -> Flow[Job | DeletionRequest]:
+    """Follow a job or a deletion request to its end and return it, of the kind given: a Job
+    for a job (or a job id), a DeletionRequest for a request (or a ``del_...`` id).
+
+    ``client.jobs.wait`` and ``client.deletions.wait`` are the same, typed for one kind each.
+    """
+    if isinstance(target, DeletionRequest) or (isinstance(target, str) and target.startswith("del_")):
+        return (yield from wait_request(options, target, progress=progress, timeout=timeout))
+    return (yield from wait_job(options, target, progress=progress, timeout=timeout))

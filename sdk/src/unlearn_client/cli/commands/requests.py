@@ -11,7 +11,7 @@ import typer
 from unlearn_client.cli.commands.inputs import json_object
 from unlearn_client.cli.output import EXIT_CHECK_FAILED, Output
 from unlearn_client.cli.session import JsonFlag, current
-from unlearn_client.models import Job
+from unlearn_client.models import DeletionRequest, Job
 
 REQUEST_FIELDS = [
     "id", "model", "status", "job_id", "method", "n_samples", "result_version", "forget_set_purged",
@@ -32,9 +32,15 @@ def _show_progress(flag: bool | None, out: Output) -> bool:
     return flag if flag is not None else (sys.stderr.isatty() and not out.as_json)
 
 
-def _finish(job: Job, out: Output) -> None:
-    out.record(job, JOB_FIELDS)
-    if job.status != "succeeded":
+def _finish(outcome: Job | DeletionRequest, out: Output) -> None:
+    """Print a finished job or request; exit 6 unless it succeeded (a job) or completed (a request)."""
+    if isinstance(outcome, Job):
+        out.record(outcome, JOB_FIELDS)
+        ok = outcome.status == "succeeded"
+    else:
+        out.record(outcome, REQUEST_FIELDS)
+        ok = outcome.status == "completed"
+    if not ok:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
@@ -56,7 +62,7 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Makes a re-run of this command return the same request.")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and print it.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the request is done.")] = False,
     progress: ProgressFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -79,8 +85,10 @@ def submit(
     if not wait:
         out.record(request, REQUEST_FIELDS)
         return
-    out.note(f"request {request.id} queued as job {request.job_id}")
-    _finish(client.wait(request, progress=_show_progress(progress, out)), out)
+    out.note(
+        f"request {request.id}: {request.status}" + (f", job {request.job_id}" if request.job_id else "")
+    )
+    _finish(client.deletions.wait(request, progress=_show_progress(progress, out)), out)
 
 
 def status(
@@ -97,12 +105,12 @@ def status(
 
 
 def wait(
-    id: Annotated[str, typer.Argument(help="A job id, or a deletion request id (its job is followed).")],
+    id: Annotated[str, typer.Argument(help="A job id, or a deletion request id (del_...).")],
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
     progress: ProgressFlag = None,
     json: JsonFlag = False,
 ) -> None:
-    """Follow a job until it ends (exit 6 if it did not succeed)."""
+    """Follow a job or a deletion request to its end (exit 6 if it did not succeed)."""
     out = current.output(json)
     job = current.client().wait(id, progress=_show_progress(progress, out), timeout=timeout)
     _finish(job, out)
