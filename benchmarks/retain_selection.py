@@ -62,14 +62,15 @@ CANDIDATES: dict[str, Candidate] = {
     "scrub": Candidate(
         "scrub",
         {
-            "lr": [3e-4, 1e-3, 3e-3],
-            "forget_batch_size": [16, 64],
+            "lr": [1e-3, 3e-3],
             "temperature": [1.0, 4.0],
-            "repair_epochs": [1, 3],
+            "forget_batch_size": [16, 32],
+            "repair_fraction": [0.1, 0.25, 0.5],
         },
     ),
     "neggrad_plus": Candidate(
-        "neggrad_plus", {"lr": [3e-4, 1e-3, 3e-3], "beta": [0.8, 0.9, 0.95], "repair_epochs": [1, 2, 4]}
+        "neggrad_plus",
+        {"lr": [1e-3, 3e-3], "beta": [0.8, 0.9, 0.95], "repair_fraction": [0.1, 0.25, 0.5, 1.0]},
     ),
     "finetune": Candidate("finetune", {"lr": [1e-3, 3e-3, 1e-2], "epochs": [5, 10, 20]}),
     "iau": Candidate("iau", {"lr": [1e-3, 3e-3, 1e-2], "steps": [1, 3, 10, 30]}),
@@ -269,6 +270,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--settings", nargs="+", default=None, help=f"subset of {list(SETTINGS)}")
     parser.add_argument("--methods", nargs="+", default=None, help=f"subset of {list(CANDIDATES)}")
     parser.add_argument("--no-tune", action="store_true", help="only the default-params rows")
+    parser.add_argument(
+        "--grid", type=json.loads, default=None, help='replace grids: {"scrub": {"lr": [...]}}'
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small models: 1 is fastest)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "retain_selection.json")
     args = parser.parse_args(argv)
@@ -283,6 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         names = args.settings or list(SETTINGS)
         settings = [s for s in full_settings() if s.name in names]
         candidates = {k: c for k, c in CANDIDATES.items() if not args.methods or k in args.methods}
+        for k, grid in (args.grid or {}).items():
+            candidates[k] = Candidate(candidates[k].method, grid)
         seeds = list(range(args.seeds))
     log = print if argv is None else (lambda *_a: None)
     started = time.perf_counter()

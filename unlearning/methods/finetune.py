@@ -2,7 +2,7 @@
 
 Plain descent on the retain set: the forget samples are never seen again, so the model drifts away
 from what it memorised of them (catastrophic forgetting) while it keeps the retain set. The run ends
-once the forget accuracy reaches its target (see ``retain_loop``; ``repair_epochs`` default 0), or
+once the forget accuracy reaches its target (see ``retain_loop``; ``repair_fraction`` default 0), or
 after ``epochs``. The weakest of the retain-based methods on a model that memorised its data: the
 retain gradients of such a model are close to zero, so it hardly moves.
 """
@@ -18,7 +18,9 @@ from unlearning.methods.retain_loop import RetainLoop, RetainLoopParams
 
 
 class FinetuneParams(RetainLoopParams):
-    repair_epochs: int = Field(0, ge=0, le=10_000)
+    epochs: int = Field(10, ge=1, le=10_000)
+    lr: float = Field(1e-2, gt=0, le=10)
+    repair_fraction: float = Field(0.0, ge=0, le=100)  # no forget term: nothing to repair
 
 
 @register_method("finetune", params=FinetuneParams, requires_retain=True)
@@ -26,7 +28,7 @@ def unlearn(ctx: RunContext[FinetuneParams]) -> MethodOutcome:
     """Fine-tuning on the retain set until the forget accuracy reaches its target."""
     model, task = ctx.model, ctx.task
     loop = RetainLoop(ctx)
-    for epoch in loop.epochs():
-        for batch in loop.retain_batches(epoch):
+    for _ in loop.epochs():
+        for batch in loop.retain_batches():
             loop.step(loss_from_logits(logits(model, batch), batch, task).mean(), "fine-tuning")
     return loop.outcome()

@@ -4,7 +4,7 @@ Joint descent on the retain set and ascent on the forget set: each step's loss i
 β · CE(retain batch) − (1 − β) · CE(forget batch), the forget batches cycled beside one pass over
 the retain set per epoch. Plain NegGrad+ runs a fixed number of epochs; here the ascent term is
 switched off once the forget accuracy reaches its target (see ``retain_loop``), and the steps that
-follow, on the retain term alone, repair what the ascent damaged (``repair_epochs``).
+follow, on the retain term alone, repair what the ascent damaged (``repair_fraction``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from unlearning.methods.retain_loop import RetainLoop, RetainLoopParams, cycle_b
 
 
 class NegGradPlusParams(RetainLoopParams):
-    beta: float = Field(0.9, gt=0, lt=1)  # weight of the retain term; 1 − beta weighs the forget term
+    beta: float = Field(0.95, gt=0, lt=1)  # weight of the retain term; 1 − beta weighs the forget term
     forget_batch_size: int = Field(64, ge=1, le=1_000_000)
 
 
@@ -29,8 +29,8 @@ def unlearn(ctx: RunContext[NegGradPlusParams]) -> MethodOutcome:
     loop = RetainLoop(ctx)
     forget_batches = cycle_batches(ctx.forget, p.forget_batch_size, loop.generator, ctx.device)
     ascent_steps = 0
-    for epoch in loop.epochs():
-        for batch in loop.retain_batches(epoch):
+    for _ in loop.epochs():
+        for batch in loop.retain_batches():
             loss = p.beta * loss_from_logits(logits(model, batch), batch, task).mean()
             if loop.forgetting:
                 fb = next(forget_batches)
