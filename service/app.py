@@ -81,19 +81,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from service.audit.routes import router as audit_router
     from service.certificates.routes import router as certificates_router
+    from service.datasets.routes import router as datasets_router
     from service.deletions.routes import router as deletions_router
+    from service.erasures.routes import router as erasures_router
     from service.jobs.routes import router as jobs_router
     from service.keys.routes import router as keys_router
     from service.ops.routes import router as ops_router
+    from service.receipts.routes import router as receipts_router
     from service.registry.routes import router as registry_router
 
-    routers = (ops_router, registry_router, deletions_router, jobs_router, audit_router, keys_router)
-    for router in (*routers, certificates_router):
+    for router in (
+        ops_router,
+        registry_router,
+        datasets_router,
+        deletions_router,
+        erasures_router,
+        jobs_router,
+        audit_router,
+        keys_router,
+        certificates_router,
+        receipts_router,
+    ):
         app.include_router(router)
-
-    from service.datasets.routes import router as datasets_router
-
-    app.include_router(datasets_router)
     install_error_handlers(app)
     # Added last = outermost: the size limit sees the request before anything reads it, the
     # observability middleware wraps it so even a 413 gets a request id and a log line, and the

@@ -29,7 +29,9 @@ from service.db import db_time, session_scope, utcnow
 from service.jobs import lifecycle
 from service.jobs.errors import JobError
 from service.jobs.states import JobStatus
+from service.jobs.training_data import purge_replaced_data
 from service.outbox import publish_rows, unpublished_ids
+from service.registry.retirement import delete_expired_blobs
 from service.tables import Job, Model, OutboxMessage
 
 log = structlog.get_logger("service.reconciler")
@@ -125,6 +127,9 @@ def reconcile_once(ctx: ServiceContext) -> dict[str, int]:
     stats["published"] = publish_rows(ctx.session_factory, ctx.publisher, pending) if pending else 0
     stats["republished"], stats["outbox_dropped"] = _stale_outbox(ctx)
     stats["forget_sets_purged"] = ctx.purge_forget_sets()
+    grace = ctx.settings.retired_checkpoint_grace_seconds
+    stats["retired_blobs_deleted"] = delete_expired_blobs(ctx.session_factory, ctx.storage, grace, grace)
+    stats["dataset_versions_purged"] = purge_replaced_data(ctx, ctx.settings.erased_data_grace_seconds)
     if any(v for k, v in stats.items() if k != "outbox_dropped"):
         log.info("reconciled", **stats)
     return stats

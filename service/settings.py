@@ -53,7 +53,13 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 15.0
     reconcile_stale_outbox_seconds: float = 30.0
     forget_set_retention_seconds: float = 0.0
+    # After an erasure: how long retired checkpoints are kept (an owner's rollback window) and how
+    # long data-set versions that still hold erased samples are (0: gone at once).
+    retired_checkpoint_grace_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    erased_data_grace_seconds: float = Field(default=0.0, ge=0)
     default_method: str = "imu"
+    # Where the model's training data is registered and a request names its samples.
+    default_retain_method: str = "scrub"
     device: str = "auto"
     torch_threads: int | None = Field(default=None, ge=1)  # None: torch's default (all cores)
 

@@ -94,6 +94,17 @@ class ModelVersion(Base):
     eval_set_samples: Mapped[int | None] = mapped_column(Integer, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The training data the version reflects (service/datasets) and how it was trained: enough
+    # for the engine's trainer to retrain it. An unlearned version links the dataset version its
+    # erasure left.
+    dataset_version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset_versions.id"), nullable=True, index=True
+    )
+    recipe: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # ready -> retired (downloads answer 410); its blob is deleted after a grace period.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    retired_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)  # RetiredReason
+    blob_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     model: Mapped[Model] = relationship(back_populates="versions", lazy="raise")
 
@@ -203,6 +214,8 @@ class Job(Base):
     n_samples: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # Why this method: asked for, or the default for what the model has registered.
+    method_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -212,6 +225,24 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Erasure(Base):
+    """A data subject's erasure from a training set, fanned out to every model trained on it."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("era"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    subject: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    sample_ids: Mapped[list[str]] = mapped_column(JSON)
+    dataset_version: Mapped[int] = mapped_column(Integer)  # the version the samples were found in
+    # Set when no model held the samples and the data set was erased at once.
+    result_dataset_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)  # e.g. "already_erased"
+    created_by_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class DeletionRequest(Base):
@@ -236,6 +267,12 @@ class DeletionRequest(Base):
     forget_set_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # By reference (a registered training set): which samples, resolved at intake.
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"), nullable=True, index=True)
+    sample_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    erasure_id: Mapped[str | None] = mapped_column(ForeignKey("erasures.id"), nullable=True, index=True)
+    # Why a request completed without a job (e.g. "already_erased"); None for a normal run.
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_by_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

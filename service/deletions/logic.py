@@ -16,9 +16,17 @@ from sqlalchemy.orm import Session
 from service import idempotency
 from service.audit.logic import append_event
 from service.context import ServiceContext
-from service.db import session_scope
+from service.datasets.logic import read_samples
+from service.db import session_scope, utcnow
 from service.deletions.limits import check_backlog, check_param_bounds
 from service.deletions.purge import key_referenced
+from service.deletions.reference import (
+    Found,
+    Reference,
+    already_erased,
+    find_in_training_set,
+    not_in_training_set,
+)
 from service.deletions.schemas import DeletionRequestOut, SampleDigestsOut
 from service.deps import Principal
 from service.errors import Problem, conflict, not_found, unprocessable
@@ -36,15 +44,18 @@ from service.unit_of_work import call_after_commit
 log = structlog.get_logger("service.deletions")
 
 FORGET_SET_KIND = "forget-sets"
+OUTCOME_ALREADY_ERASED = "already_erased"
 
 
 @dataclass
 class Intake:
     """A parsed deletion request, before validation against the model."""
 
-    source: bytes | dict[str, Any]  # file bytes (safetensors / npz) or inline samples
-    inline: bool
+    source: bytes | dict[str, Any] | None  # file bytes (safetensors / npz), inline samples, or
+    inline: bool  # None with ``reference``: the samples are read from the registered training set
     subject: str | None = None
+    reference: Reference | None = None
+    erasure_id: str | None = None
     method: str | None = None
     params: dict[str, Any] | None = None
     base_version: int | None = None
@@ -61,14 +72,33 @@ class Answer:
 # -- validation ------------------------------------------------------------------------------
 
 
+def choose_method(settings: Settings, method: str | None, has_retain: bool) -> tuple[str, str]:
+    """The method to run and why: asked for, or the default for what the model has registered."""
+    if method is not None:
+        return method, "asked for by the request"
+    if has_retain:
+        return (
+            settings.default_retain_method,
+            "default: the model's training data is registered, so a retain-aware method runs",
+        )
+    return settings.default_method, "default: no registered training data, so the retain-free method runs"
+
+
 def resolve_method(
-    settings: Settings, method: str | None, params: dict[str, Any] | None, policy: AcceptancePolicy
+    settings: Settings,
+    method: str | None,
+    params: dict[str, Any] | None,
+    policy: AcceptancePolicy,
+    *,
+    has_retain: bool = False,
+    recipe: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The method name and its fully resolved params (so equal settings batch together).
 
     The engine's utility guard (``max_eval_drop``: stop ascending once eval accuracy fell that
     far) defaults to the acceptance policy's budget, so the method stops where the policy would
-    still accept instead of overshooting and having the job rejected.
+    still accept instead of overshooting and having the job rejected. ``retrain`` starts from
+    the version's recorded recipe.
     """
     from unlearning import ParamsError, get_method
     from unlearning.methods import recommended_params
@@ -76,10 +106,13 @@ def resolve_method(
     name = method or settings.default_method
     try:
         spec = get_method(name)
-        if spec.requires_retain:
+        if spec.requires_retain and not has_retain:
             raise ParamsError(
-                f"method {name!r} needs the retain set, which the service does not hold; use 'imu' or 'ga'"
+                f"method {name!r} needs the retain set: register the model's training set, name it "
+                "when uploading the version, and ask by subject or sample ids; or use 'imu' or 'ga'"
             )
+        if name == "retrain" and recipe is not None:
+            params = {**{k: v for k, v in recipe.items() if k != "seed"}, **(params or {})}
         # Request params refine the recommended defaults ({"preset": "official"} selects the
         # paper's recipe), so {"scope": "class"} alone still gets the adaptive steps and early stop.
         given = recommended_params(name, params)
@@ -122,6 +155,7 @@ def validate_forget_set(
     from unlearning.data import dataset_bytes
 
     limit = settings.max_inline_samples if intake.inline else settings.max_forget_samples
+    assert intake.source is not None, "by reference, prepare() reads the samples first"
     try:
         data = validate_dataset(
             intake.source, model.architecture, max_samples=limit, max_bytes=settings.max_body_bytes
@@ -160,6 +194,7 @@ def _join_or_create_job(
     params: dict[str, Any],
     policy: dict[str, Any],
     n: int,
+    method_reason: str | None = None,
 ) -> tuple[str, bool]:
     for job_id in _find_open_job(session, model.id, method, params, policy):
         # Race-free against a worker's claim: join only while the row is still queued.
@@ -187,6 +222,7 @@ def _join_or_create_job(
         n_samples=n,
         attempts=0,
         max_attempts=settings.job_max_attempts,
+        method_reason=method_reason,
     )
     session.add(job)
     session.flush()
@@ -197,14 +233,17 @@ def _join_or_create_job(
 class Prepared:
     """A request validated against its model, its forget set stored: ready to be recorded."""
 
-    model: Model  # detached snapshot (id, name, architecture)
+    model: Model  # detached snapshot (id, name, architecture, latest_version)
     intake: Intake
     method: str
+    method_reason: str
     params: dict[str, Any]
     policy: AcceptancePolicy
     digests: list[str]
     blob: bytes
-    stored: StoredObject
+    stored: StoredObject | None  # None: nothing to store (already erased)
+    found: Found | None = None  # by reference: where the samples were found
+    already_erased: bool = False
 
 
 def prepare(ctx: ServiceContext, principal: Principal, model_name: str, intake: Intake) -> Prepared:
@@ -214,6 +253,7 @@ def prepare(ctx: ServiceContext, principal: Principal, model_name: str, intake: 
     every transaction holds the write lock, and parsing tensors is CPU work.
     """
     settings = ctx.settings
+    found: Found | None = None
     with session_scope(ctx.session_factory) as read:
         model = get_model(read, principal.tenant_id, model_name)
         if model.latest_version is None:
@@ -224,26 +264,63 @@ def prepare(ctx: ServiceContext, principal: Principal, model_name: str, intake: 
                 f"of model {model_name}: jobs always start from the newest version",
                 latest_version=model.latest_version,
             )
+        latest = get_version(read, model, "latest")
+        if intake.reference is not None:
+            try:
+                found = find_in_training_set(read, ctx, principal.tenant_id, model, latest, intake.reference)
+            except Problem as exc:
+                if not_in_training_set(exc) and already_erased(read, model, intake.reference, []):
+                    return _noop(model, intake, settings)
+                raise
+        has_retain = found is not None
         policy = resolve_policy(settings, intake.policy)
-        method, params = resolve_method(settings, intake.method, intake.params, policy)
+        method, reason = choose_method(settings, intake.method, has_retain)
+        method, params = resolve_method(
+            settings, method, intake.params, policy, has_retain=has_retain, recipe=latest.recipe
+        )
         check_param_bounds(settings, params)
-        if params.get("early_stop") in ("eval_accuracy", "mia"):
-            latest = get_version(read, model, "latest")
-            if latest.eval_set_key is None:
-                raise unprocessable(
-                    f"params.early_stop={params['early_stop']!r} needs an eval set, and version "
-                    f"{latest.version} of model {model_name} has none",
-                    error="ParamsError",
-                )
+        if params.get("early_stop") in ("eval_accuracy", "mia") and latest.eval_set_key is None:
+            raise unprocessable(
+                f"params.early_stop={params['early_stop']!r} needs an eval set, and version "
+                f"{latest.version} of model {model_name} has none",
+                error="ParamsError",
+            )
+    if found is not None:
+        # Read outside the transaction above: the dataset reader opens its own.
+        intake.source = read_samples(ctx, found.dataset_version_id, found.selection.sample_ids)
     _data, blob, digests = validate_forget_set(settings, model, intake)
+    if found is None:
+        with session_scope(ctx.session_factory) as read:
+            if already_erased(read, model, None, digests):
+                return _noop(model, intake, settings, digests)
     # Content-addressed: a retry stores nothing new.
     stored = ctx.storage.put_bytes(blob, kind=FORGET_SET_KIND)
-    return Prepared(model, intake, method, params, policy, digests, blob, stored)
+    return Prepared(model, intake, method, reason, params, policy, digests, blob, stored, found)
+
+
+def _noop(model: Model, intake: Intake, settings: Settings, digests: list[str] | None = None) -> Prepared:
+    return Prepared(
+        model=model,
+        intake=intake,
+        method="none",
+        method_reason="the samples were already erased from this model",
+        params={},
+        policy=AcceptancePolicy.resolve(settings, None),
+        digests=digests or [],
+        blob=b"",
+        stored=None,
+        already_erased=True,
+    )
 
 
 def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) -> DeletionRequest:
     """Write the request, its job (new or joined), the outbox row and the audit event in the
-    caller's transaction; the job is handed to the broker after it commits."""
+    caller's transaction; the job is handed to the broker after it commits. Samples that were
+    already erased make a request that is completed at once, with no job."""
+    if p.already_erased:
+        return _record_noop(ctx, db, principal, p)
+    assert p.stored is not None
+    stored = p.stored
     settings = ctx.settings
     n = len(p.digests)
     # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
@@ -252,7 +329,7 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
     check_backlog(db, settings, principal.tenant_id, n)
     policy_json = p.policy.model_dump(mode="json")
     job_id, joined = _join_or_create_job(
-        db, settings, p.model, principal.tenant_id, p.method, p.params, policy_json, n
+        db, settings, p.model, principal.tenant_id, p.method, p.params, policy_json, n, p.method_reason
     )
     req = DeletionRequest(
         tenant_id=principal.tenant_id,
@@ -266,8 +343,11 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
         status=RequestStatus.QUEUED,
         n_samples=n,
         sample_digests=p.digests,
-        forget_set_sha256=p.stored.sha256,
-        forget_set_key=p.stored.key,
+        forget_set_sha256=stored.sha256,
+        forget_set_key=stored.key,
+        dataset_id=p.found.dataset_id if p.found else None,
+        sample_ids=[str(i) for i in p.found.selection.sample_ids] if p.found else None,
+        erasure_id=p.intake.erasure_id,
         created_by_key=principal.key_id,
     )
     db.add(req)
@@ -287,8 +367,11 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
             "joined_batch": joined,
             "subject_digest": subject_digest(key, p.intake.subject),
             "method": p.method,
+            "method_reason": p.method_reason,
             "n_samples": n,
-            "forget_set_sha256": p.stored.sha256,
+            "by_reference": p.found is not None,
+            "erasure_id": p.intake.erasure_id,
+            "forget_set_sha256": stored.sha256,
             "sample_digests": keyed_digests(key, p.digests),
         },
     )
@@ -297,11 +380,60 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
         # A purge running concurrently may have removed the same content-addressed blob just
         # before our commit made it referenced again; the purge re-checks after deleting, and so
         # do we.
-        if not ctx.storage.exists(p.stored.key):
+        if not ctx.storage.exists(stored.key):
             ctx.storage.put_bytes(p.blob, kind=FORGET_SET_KIND)
 
     call_after_commit(db, ensure_stored)
     log.info("deletion_requested", request_id=req.id, job_id=job_id, joined=joined, n_samples=n)
+    return req
+
+
+# sha256 of no bytes: a request completed as a no-op stored no forget set.
+_EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def _record_noop(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) -> DeletionRequest:
+    now = utcnow()
+    req = DeletionRequest(
+        tenant_id=principal.tenant_id,
+        model_id=p.model.id,
+        job_id=None,
+        subject=p.intake.subject,
+        method=p.method,
+        params={},
+        policy=p.policy.model_dump(mode="json"),
+        base_version=p.intake.base_version,
+        status=RequestStatus.COMPLETED,
+        outcome=OUTCOME_ALREADY_ERASED,
+        n_samples=len(p.digests),
+        sample_digests=p.digests,
+        forget_set_sha256=_EMPTY_SHA256,
+        forget_set_key=None,
+        sample_ids=[str(i) for i in p.intake.reference.sample_ids]
+        if p.intake.reference and p.intake.reference.sample_ids
+        else None,
+        erasure_id=p.intake.erasure_id,
+        result_version=p.model.latest_version,
+        finished_at=now,
+        created_by_key=principal.key_id,
+    )
+    db.add(req)
+    db.flush()
+    key = ctx.tenant_key(principal.tenant_id)
+    append_event(
+        db,
+        actor=principal.actor,
+        action="deletion.already_erased",
+        tenant_id=principal.tenant_id,
+        model=p.model.name,
+        object_id=req.id,
+        payload={
+            "subject_digest": subject_digest(key, p.intake.subject),
+            "version": p.model.latest_version,
+            "sample_digests": keyed_digests(key, p.digests),
+            "erasure_id": p.intake.erasure_id,
+        },
+    )
     return req
 
 
@@ -331,7 +463,8 @@ def _write_once(
     except IntegrityError:
         db.rollback()
         for p in prepared:
-            _forget_orphan(ctx, p.stored.key)
+            if p.stored is not None:
+                _forget_orphan(ctx, p.stored.key)
         replay = _replay(ctx, idem) if idem is not None else None
         if replay is not None:
             return replay
@@ -339,7 +472,8 @@ def _write_once(
     except BaseException:
         db.rollback()  # before the orphan check, which reads in a session of its own
         for p in prepared:
-            _forget_orphan(ctx, p.stored.key)
+            if p.stored is not None:
+                _forget_orphan(ctx, p.stored.key)
         raise
 
 
@@ -358,7 +492,9 @@ def submit(
     def write() -> Answer:
         req = record(ctx, db, principal, p)
         body = to_out(req, p.model.name, ctx.tenant_key(principal.tenant_id)).model_dump(mode="json")
-        return Answer(202, body, {"Location": f"/v1/deletion-requests/{req.id}"})
+        # Already erased: done now (200), not accepted for later (202).
+        status = 200 if req.status == RequestStatus.COMPLETED else 202
+        return Answer(status, body, {"Location": f"/v1/deletion-requests/{req.id}"})
 
     return _write_once(ctx, db, idem, [p], write)
 
@@ -380,7 +516,8 @@ def submit_bulk(
             prepared.append(prepare(ctx, principal, model_name, intake))
         except Problem as exc:
             for p in prepared:
-                _forget_orphan(ctx, p.stored.key)
+                if p.stored is not None:
+                    _forget_orphan(ctx, p.stored.key)
             exc.detail = f"requests[{i}]: {exc.detail}"
             exc.extra["index"] = i
             raise
@@ -422,6 +559,9 @@ def to_out(req: DeletionRequest, model_name: str, key: bytes) -> DeletionRequest
         n_samples=req.n_samples,
         forget_set_sha256=req.forget_set_sha256,
         forget_set_purged=req.forget_set_key is None,
+        by_reference=req.dataset_id is not None,
+        erasure_id=req.erasure_id,
+        outcome=req.outcome,
         error=req.error,
         created_at=req.created_at,
         updated_at=req.updated_at,

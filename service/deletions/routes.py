@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from service import idempotency, jsonbody
 from service.deletions import logic
+from service.deletions.reference import Reference
 from service.deletions.schemas import (
     BulkDeletionIn,
     BulkDeletionOut,
@@ -110,10 +111,30 @@ def _parse_json(body: bytes) -> logic.Intake:
         raise unprocessable(
             f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", errors=errors
         ) from exc
+    if parsed.samples is not None:
+        if parsed.sample_ids is not None:
+            raise unprocessable("give samples or sample_ids, not both")
+        return logic.Intake(
+            source=parsed.samples.as_mapping(),
+            inline=True,
+            subject=parsed.subject,
+            method=parsed.method,
+            params=parsed.params,
+            base_version=parsed.base_version,
+            policy=parsed.policy,
+        )
+    if parsed.subject is None and parsed.sample_ids is None:
+        raise unprocessable(
+            "give the samples, or name them in the model's registered training set by subject or sample_ids"
+        )
     return logic.Intake(
-        source=parsed.samples.as_mapping(),
-        inline=True,
+        source=None,
+        inline=False,
         subject=parsed.subject,
+        reference=Reference(
+            subject=parsed.subject,
+            sample_ids=tuple(parsed.sample_ids) if parsed.sample_ids is not None else None,
+        ),
         method=parsed.method,
         params=parsed.params,
         base_version=parsed.base_version,
@@ -152,7 +173,7 @@ async def create_deletion_request(
     return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
 
-def _validation_problem(exc: ValidationError) -> Problem:
+def validation_problem(exc: ValidationError) -> Problem:
     errors = [
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_input=False)
     ]
@@ -178,7 +199,7 @@ async def create_deletion_requests_bulk(
     try:
         parsed = BulkDeletionIn.model_validate(jsonbody.loads(body))
     except ValidationError as exc:
-        raise _validation_problem(exc) from exc
+        raise validation_problem(exc) from exc
     limit = ctx.settings.max_bulk_requests
     if len(parsed.requests) > limit:
         raise unprocessable(f"requests: at most {limit} per call, got {len(parsed.requests)}")

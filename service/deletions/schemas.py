@@ -33,11 +33,17 @@ def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class DeletionRequestIn(BaseModel):
-    """The JSON form of ``POST /v1/models/{name}/deletion-requests``."""
+    """The JSON form of ``POST /v1/models/{name}/deletion-requests``.
+
+    Either ``samples`` (the forget set itself), or a reference to the model's registered
+    training set: ``subject`` (every sample of that data subject) and/or ``sample_ids``.
+    With ``samples``, ``subject`` is only a label.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    samples: Samples
+    samples: Samples | None = None
+    sample_ids: list[str | int] | None = Field(None, min_length=1, max_length=100_000)
     subject: str | None = Field(None, max_length=400)
     method: str | None = Field(None, max_length=64)
     params: dict[str, Any] | None = None
@@ -63,6 +69,9 @@ class DeletionRequestOut(BaseModel):
     n_samples: int
     forget_set_sha256: str
     forget_set_purged: bool
+    by_reference: bool = False  # the samples were found in the model's registered training set
+    erasure_id: str | None = None  # the subject erasure this request is part of
+    outcome: str | None = None  # "already_erased": completed at once, nothing left to forget
     error: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
 from service.context import ServiceContext
+from service.datasets.logic import retain_sample
 from service.db import session_scope
 from service.jobs.lifecycle import Claim
 from service.tables import DeletionRequest, Model, ModelVersion
-from unlearning import InvalidInputError, build_model, load_checkpoint, validate_dataset
+from unlearning import InvalidInputError, build_model, get_method, load_checkpoint, validate_dataset
 from unlearning.data import concat_datasets
 
 
@@ -24,6 +25,9 @@ class JobInputs:
     architecture: dict[str, Any]
     request_ids: list[str]
     digests: list[str]
+    # Samples named by reference in the model's registered training set (erased from it on publish).
+    sample_ids: list[str] = field(default_factory=list)
+    retain: dict[str, Any] | None = None
 
 
 def load_inputs(ctx: ServiceContext, claim: Claim) -> JobInputs:
@@ -64,4 +68,21 @@ def load_inputs(ctx: ServiceContext, claim: Claim) -> JobInputs:
         forget_sets.append(validate_dataset(blob, architecture, max_bytes=max_bytes))
         digests.extend(r.sample_digests or [])
     forget = concat_datasets(forget_sets) if len(forget_sets) > 1 else forget_sets[0]
-    return JobInputs(model, forget, eval_set, base, architecture, [r.id for r in requests], digests)
+    sample_ids = [i for r in requests for i in (r.sample_ids or [])]
+    retain = None
+    if get_method(claim.method).requires_retain:
+        if base.dataset_version_id is None:
+            raise InvalidInputError(
+                f"method {claim.method} needs the retain set: the model names no training set"
+            )
+        # The linked version already lacks every sample erased before; leave out this job's too.
+        retain = retain_sample(
+            ctx,
+            base.dataset_version_id,
+            sample_ids,
+            ctx.settings.dataset_retain_max_samples,
+            claim.seed,
+        )
+    return JobInputs(
+        model, forget, eval_set, base, architecture, [r.id for r in requests], digests, sample_ids, retain
+    )

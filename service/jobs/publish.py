@@ -14,14 +14,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.audit.logic import append_event
+from service.context import ServiceContext
 from service.db import utcnow
 from service.jobs import lifecycle
 from service.jobs.errors import LostLease
 from service.jobs.inputs import JobInputs
 from service.jobs.lifecycle import Claim
 from service.jobs.states import JobStatus, RequestStatus
+from service.jobs.training_data import erase_from_training_set
 from service.privacy import keyed_digests
 from service.registry.logic import publish_version
+from service.registry.retirement import retire_superseded
 from service.storage import StoredObject
 from service.tables import DeletionRequest, Job, Model
 from service.unit_of_work import purge_after_commit
@@ -29,6 +32,7 @@ from service.unit_of_work import purge_after_commit
 
 def publish_result(
     s: Session,
+    ctx: ServiceContext,
     claim: Claim,
     worker_id: str,
     inputs: JobInputs,
@@ -63,6 +67,10 @@ def publish_result(
         raise LostLease(
             f"model lock or base moved (lock={model_row.lock_job_id}, latest={model_row.latest_version})"
         )
+    actor = f"worker:{worker_id}"
+    link = inputs.base.dataset_version_id
+    if link is not None and inputs.sample_ids:
+        link = erase_from_training_set(s, ctx, link, inputs.sample_ids, actor)
     version = publish_version(
         s,
         model_row,
@@ -76,7 +84,11 @@ def publish_result(
         eval_set_samples=inputs.base.eval_set_samples,
         metrics=metrics,
         description=f"unlearned {len(inputs.digests)} samples with {claim.method} (job {claim.job_id})",
+        dataset_version_id=link,
+        recipe=inputs.base.recipe,
     )
+    # Every earlier version still carries the erased samples' influence.
+    retired = retire_superseded(s, model_row, claim.base_version, actor=actor, job_id=claim.job_id)
     s.execute(
         update(Job)
         .where(Job.id == claim.job_id)
@@ -98,7 +110,7 @@ def publish_result(
     lifecycle.release_model_lock(s, claim.model_id, claim.job_id)
     append_event(
         s,
-        actor=f"worker:{worker_id}",
+        actor=actor,
         action="job.succeeded",
         tenant_id=claim.tenant_id,
         model=claim.model_name,
@@ -112,6 +124,8 @@ def publish_result(
             "deletion_requests": inputs.request_ids,
             "sample_digests": keyed_digests(key, inputs.digests),
             "metrics": metrics,
+            "retired_versions": retired,
+            "dataset_version_id": link,
         },
     )
     lifecycle.enqueue_next_job(s, claim.model_id, exclude=claim.job_id)

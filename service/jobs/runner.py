@@ -69,6 +69,7 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
                 inputs.forget,
                 claim.params,
                 eval=inputs.eval,
+                retain=inputs.retain,
                 device=ctx.settings.device,
                 seed=claim.seed,
                 progress=live.progress,
@@ -87,7 +88,7 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
             metrics = json_safe({**report, "policy": decision.to_dict()})
             with session_scope(ctx.session_factory) as s:
                 version = publish_result(
-                    s, claim, worker_id, inputs, stored, metrics, ctx.tenant_key(claim.tenant_id)
+                    s, ctx, claim, worker_id, inputs, stored, metrics, ctx.tenant_key(claim.tenant_id)
                 )
     except CancelledError as exc:
         if live.lost.is_set():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -79,6 +79,8 @@ def publish_version(
     metrics: dict[str, Any] | None = None,
     description: str | None = None,
     status: str = "ready",
+    dataset_version_id: str | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Add version latest+1 in the caller's transaction and make it the model's latest.
 
@@ -100,6 +102,8 @@ def publish_version(
         eval_set_key=eval_set_key,
         eval_set_samples=eval_set_samples,
         metrics=metrics,
+        dataset_version_id=dataset_version_id,
+        recipe=recipe,
     )
     try:
         with session.begin_nested():
@@ -148,7 +152,20 @@ def model_out(model: Model) -> dict[str, Any]:
     }
 
 
-def version_out(version: ModelVersion) -> dict[str, Any]:
+class TrainingLinkLike(Protocol):
+    """service.registry.lineage.TrainingLink (which imports this module, so not imported here)."""
+
+    @property
+    def dataset_version_id(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def recipe(self) -> dict[str, Any] | None: ...
+
+
+def version_out(version: ModelVersion, training_data: dict[str, Any] | None = None) -> dict[str, Any]:
     eval_set = (
         {"sha256": version.eval_set_sha256, "n_samples": version.eval_set_samples}
         if version.eval_set_sha256
@@ -164,6 +181,10 @@ def version_out(version: ModelVersion) -> dict[str, Any]:
         "description": version.description,
         "eval_set": eval_set,
         "metrics": version.metrics,
+        "training_data": training_data,
+        "recipe": version.recipe,
+        "retired_at": version.retired_at,
+        "retired_reason": version.retired_reason,
         "created_at": version.created_at,
     }
 
@@ -224,6 +245,7 @@ def upload_version(
     checkpoint: bytes,
     eval_set: bytes | None,
     description: str | None,
+    training: TrainingLinkLike | None = None,
 ) -> ModelVersion:
     """Validate everything first, store second, publish last: a refused upload leaves no trace."""
     # Read in a transaction of its own and validate outside any: on SQLite every transaction
@@ -258,6 +280,8 @@ def upload_version(
         eval_set_key=eval_key,
         eval_set_samples=n_eval,
         description=description,
+        dataset_version_id=training.dataset_version_id if training else None,
+        recipe=training.recipe if training else None,
     )
     append_event(
         session,
@@ -272,6 +296,8 @@ def upload_version(
             "size_bytes": stored.size,
             "parent_version": None,
             "eval_set_sha256": eval_sha,
+            "training_data": {"dataset": training.dataset, "version": training.version} if training else None,
+            "recipe": training.recipe if training else None,
         },
     )
     return version

@@ -9,15 +9,20 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service import jsonbody
 from service.audit.logic import append_event
+from service.db import session_scope
 from service.deps import Context, DbSession, Principal, require
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, paginate
-from service.registry import logic
+from service.registry import lineage, logic, retirement
 from service.registry.download import artifact_response
-from service.registry.schemas import ModelCreate, ModelOut, VersionOut
+from service.registry.schemas import ModelCreate, ModelOut, RollbackIn, VersionOut
 from service.tables import Model, ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+_DATASET = "the registered training set this version was trained on"
+_DATASET_VERSION = "its version (default: latest)"
+_RECIPE = "JSON: how it was trained (the retrain method's params plus seed)"
 Reader = Annotated[Principal, Depends(require("models:read"))]
 Writer = Annotated[Principal, Depends(require("models:write"))]
 
@@ -72,7 +77,27 @@ async def upload_version(
     checkpoint: Annotated[UploadFile, File(description="safetensors state dict")],
     eval_set: Annotated[UploadFile | None, File(description="holdout set: safetensors or .npz")] = None,
     description: Annotated[str | None, Form(max_length=10_000)] = None,
+    dataset: Annotated[
+        str | None,
+        Form(max_length=200, description="the registered training set this version was trained on"),
+    ] = None,
+    dataset_version: Annotated[
+        str | None, Form(max_length=20, description="its version (default: latest)")
+    ] = None,
+    recipe: Annotated[
+        str | None, Form(max_length=10_000, description="JSON: how it was trained (retrain's params + seed)")
+    ] = None,
 ) -> Any:
+    model_row = await run_in_threadpool(_model_task, ctx, principal.tenant_id, name)
+    training = await run_in_threadpool(
+        lineage.resolve_link,
+        ctx,
+        principal.tenant_id,
+        model_row,
+        dataset,
+        dataset_version,
+        jsonbody.loads(recipe, what="recipe") if recipe else None,
+    )
     checkpoint_bytes = await checkpoint.read()
     eval_bytes = await eval_set.read() if eval_set is not None else None
     # Parsing and checking tensors is CPU work: keep it off the event loop.
@@ -86,9 +111,15 @@ async def upload_version(
         checkpoint=checkpoint_bytes,
         eval_set=eval_bytes,
         description=description,
+        training=training,
     )
     response.headers["Location"] = f"/v1/models/{name}/versions/{version.version}"
-    return logic.version_out(version)
+    return logic.version_out(version, lineage.training_data(session, version))
+
+
+def _model_task(ctx: Context, tenant_id: str, name: str) -> str:
+    with session_scope(ctx.session_factory) as read:
+        return logic.get_model(read, tenant_id, name).task
 
 
 @router.get("/{name}/versions", response_model=Page[VersionOut], summary="List versions")
@@ -98,13 +129,37 @@ def list_versions(
     model = logic.get_model(session, principal.tenant_id, name)
     stmt = select(ModelVersion).where(ModelVersion.model_id == model.id)
     rows, next_cursor = paginate(session, stmt, order_by=[ModelVersion.version], limit=limit, cursor=cursor)
-    return {"items": [logic.version_out(v) for v in rows], "next_cursor": next_cursor}
+    items = [logic.version_out(v, lineage.training_data(session, v)) for v in rows]
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/{name}/versions/{v}", response_model=VersionOut, summary="Get a version (int or 'latest')")
 def get_version(name: str, v: str, session: DbSession, principal: Reader) -> Any:
     model = logic.get_model(session, principal.tenant_id, name)
-    return logic.version_out(logic.get_version(session, model, v))
+    version = logic.get_version(session, model, v)
+    return logic.version_out(version, lineage.training_data(session, version))
+
+
+@router.delete(
+    "/{name}/versions/{v}",
+    response_model=VersionOut,
+    summary="Retire a version: its checkpoint answers 410 Gone, its blob goes after a grace period",
+)
+def retire_version(name: str, v: str, session: DbSession, principal: Writer) -> Any:
+    version = retirement.retire_by_owner(session, principal.tenant_id, name, v, principal.actor)
+    return logic.version_out(version, lineage.training_data(session, version))
+
+
+@router.post(
+    "/{name}/rollback",
+    status_code=201,
+    response_model=VersionOut,
+    summary="Make an earlier version's checkpoint the latest again (never one that held erased data)",
+)
+def rollback(name: str, body: RollbackIn, session: DbSession, principal: Writer, response: Response) -> Any:
+    version = retirement.rollback(session, principal.tenant_id, name, body.to_version, principal.actor)
+    response.headers["Location"] = f"/v1/models/{name}/versions/{version.version}"
+    return logic.version_out(version, lineage.training_data(session, version))
 
 
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -141,6 +196,8 @@ def download_checkpoint(
 ) -> Response:
     model = logic.get_model(session, principal.tenant_id, name)
     version = logic.get_version(session, model, v)
+    if version.status == retirement.VersionStatus.RETIRED:
+        raise retirement.gone(model.name, version)
     resp, sent = artifact_response(
         store=ctx.storage,
         key=version.storage_key,

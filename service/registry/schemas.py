@@ -53,6 +53,19 @@ class EvalSetOut(BaseModel):
     n_samples: int | None
 
 
+class TrainingDataOut(BaseModel):
+    """The registered training set a version was trained on (or, after an erasure, reflects)."""
+
+    dataset: str
+    version: int
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_version: int = Field(ge=1, description="the version whose checkpoint becomes the new latest")
+
+
 class VersionOut(BaseModel):
     version: int
     sha256: str
@@ -63,4 +76,8 @@ class VersionOut(BaseModel):
     description: str | None
     eval_set: EvalSetOut | None
     metrics: dict[str, Any] | None
+    training_data: TrainingDataOut | None = None
+    recipe: dict[str, Any] | None = None
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
     created_at: datetime

@@ -1,0 +1,269 @@
+"""Erasure by data subject: find the subject's samples in a training set, and fan out one
+deletion request (by reference) to every model whose current version was trained on them.
+
+Where no model holds the samples any more, the dataset itself is erased at once (a new dataset
+version without them). Where they were erased before, the erasure completes at once as a no-op.
+Each model's job erases the samples from the dataset when it publishes (service/jobs/
+training_data.py), so the data leaves the dataset and the models together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import idempotency
+from service.audit.logic import append_event
+from service.context import ServiceContext
+from service.datasets.logic import erase_samples, find_samples
+from service.datasets.records import get_dataset, get_version
+from service.db import session_scope
+from service.deletions.logic import Answer, Intake, Prepared, prepare, record, subject_digest
+from service.deletions.reference import Reference
+from service.deps import Principal
+from service.erasures.schemas import ErasureOut, ErasureRequestOut
+from service.errors import Problem, not_found
+from service.jobs.states import RequestStatus
+from service.pagination import paginate
+from service.tables import Dataset, DatasetVersion, DeletionRequest, Erasure, Model, ModelVersion, new_id
+
+log = structlog.get_logger("service.erasures")
+
+OUTCOME_ALREADY_ERASED = "already_erased"
+
+
+def _models_trained_on(session: Session, tenant_id: str, dataset_id: str) -> list[tuple[Model, int]]:
+    """The tenant's models whose latest version links a version of the dataset, with that version."""
+    rows = session.execute(
+        select(Model, DatasetVersion.version)
+        .join(
+            ModelVersion,
+            (ModelVersion.model_id == Model.id) & (ModelVersion.version == Model.latest_version),
+        )
+        .join(DatasetVersion, DatasetVersion.id == ModelVersion.dataset_version_id)
+        .where(Model.tenant_id == tenant_id, DatasetVersion.dataset_id == dataset_id)
+        .order_by(Model.name)
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _erased_before(session: Session, dataset_id: str, subject: str | None, ids: list[str] | None) -> bool:
+    done = list(session.scalars(select(Erasure).where(Erasure.dataset_id == dataset_id)))
+    if subject is not None and ids is None:
+        return any(e.subject == subject for e in done)
+    erased = {str(i) for e in done for i in e.sample_ids}
+    return bool(ids) and {str(i) for i in ids or []} <= erased
+
+
+def submit(
+    ctx: ServiceContext,
+    db: Session,
+    principal: Principal,
+    dataset_name: str,
+    subject: str | None,
+    sample_ids: list[str | int] | None,
+    idem: idempotency.IdempotencyContext | None,
+) -> Answer:
+    if idem is not None:
+        with session_scope(ctx.session_factory) as read:
+            stored = idempotency.lookup(read, idem)
+        if stored is not None:
+            return Answer(stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"})
+    erasure_id = new_id("era")
+    ref = Reference(subject=subject, sample_ids=tuple(sample_ids) if sample_ids is not None else None)
+    targets: list[str] = []
+    with session_scope(ctx.session_factory) as read:
+        dataset = get_dataset(read, principal.tenant_id, dataset_name)
+        latest = get_version(read, dataset, "latest")
+        try:
+            selection = find_samples(
+                read, ctx, principal.tenant_id, dataset.name, subject=subject, sample_ids=sample_ids
+            )
+        except Problem as exc:
+            if exc.status not in (404, 422) or not _erased_before(
+                read, dataset.id, subject, _texts(sample_ids)
+            ):
+                raise
+            selection = None
+        if selection is not None:
+            for model, linked in _models_trained_on(read, principal.tenant_id, dataset.id):
+                try:  # the model's linked version may already lack them (erased from it before)
+                    find_samples(
+                        read, ctx, principal.tenant_id, dataset.name, subject=subject, sample_ids=sample_ids,
+                        version=linked,
+                    )  # fmt: skip
+                except Problem:
+                    continue
+                targets.append(model.name)
+    if selection is None:  # erased before: nothing left to do, and the answer says so
+        return _write(ctx, db, principal, dataset, erasure_id, ref, [], [], latest.version, idem, noop=True)
+    ids = [str(i) for i in selection.sample_ids]
+    prepared = [
+        prepare(
+            ctx,
+            principal,
+            name,
+            Intake(source=None, inline=False, subject=subject, reference=ref, erasure_id=erasure_id),
+        )
+        for name in targets
+    ]
+    return _write(ctx, db, principal, dataset, erasure_id, ref, ids, prepared, selection.version, idem)
+
+
+def _texts(ids: list[str | int] | None) -> list[str] | None:
+    return None if ids is None else [str(i) for i in ids]
+
+
+def _write(
+    ctx: ServiceContext,
+    db: Session,
+    principal: Principal,
+    dataset: Dataset,
+    erasure_id: str,
+    ref: Reference,
+    ids: list[str],
+    prepared: list[Prepared],
+    found_in: int,
+    idem: idempotency.IdempotencyContext | None,
+    *,
+    noop: bool = False,
+) -> Answer:
+    erasure = Erasure(
+        id=erasure_id,
+        tenant_id=principal.tenant_id,
+        dataset_id=dataset.id,
+        subject=ref.subject,
+        sample_ids=ids,
+        dataset_version=found_in,
+        outcome=OUTCOME_ALREADY_ERASED if noop else None,
+        created_by_key=principal.key_id,
+    )
+    db.add(erasure)
+    db.flush()
+    requests = [record(ctx, db, principal, p) for p in prepared]
+    if not noop and not requests:
+        # No model holds the samples: the data set itself forgets them now.
+        latest = get_version(
+            db, get_dataset(db, principal.tenant_id, dataset.name, for_update=True), "latest"
+        )
+        erasure.result_dataset_version = erase_samples(db, ctx, latest.id, ids, principal.actor).version
+    key = ctx.tenant_key(principal.tenant_id)
+    append_event(
+        db,
+        actor=principal.actor,
+        action="erasure.requested",
+        tenant_id=principal.tenant_id,
+        object_id=erasure.id,
+        payload={
+            "dataset": dataset.name,
+            "subject_digest": subject_digest(key, ref.subject),
+            "n_samples": len(ids),
+            "dataset_version": found_in,
+            "deletion_requests": [r.id for r in requests],
+            "outcome": erasure.outcome,
+            "result_dataset_version": erasure.result_dataset_version,
+        },
+    )
+    body = erasure_out(db, ctx, erasure, dataset.name).model_dump(mode="json")
+    status = 200 if body["status"] == "completed" else 202
+    answer = Answer(status, body, {"Location": f"/v1/erasures/{erasure.id}"})
+    if idem is not None:
+        idempotency.store(db, idem, answer.status_code, answer.body, answer.headers)
+    db.flush()
+    log.info("erasure_requested", erasure_id=erasure.id, models=len(requests), n_samples=len(ids))
+    return answer
+
+
+def erasure_status(erasure: Erasure, statuses: list[str]) -> str:
+    if erasure.outcome == OUTCOME_ALREADY_ERASED or not statuses:
+        return "completed"
+    if all(s == RequestStatus.COMPLETED for s in statuses):
+        return "completed"
+    if any(s in (RequestStatus.FAILED, RequestStatus.CANCELLED) for s in statuses):
+        return "failed"
+    return "running" if any(s == RequestStatus.RUNNING for s in statuses) else "queued"
+
+
+def erasure_out(session: Session, ctx: ServiceContext, erasure: Erasure, dataset_name: str) -> ErasureOut:
+    rows = session.execute(
+        select(DeletionRequest, Model.name)
+        .join(Model, Model.id == DeletionRequest.model_id)
+        .where(DeletionRequest.erasure_id == erasure.id)
+        .order_by(Model.name)
+    ).all()
+    requests = [
+        ErasureRequestOut(
+            id=r.id,
+            model=name,
+            status=r.status,
+            job_id=r.job_id,
+            result_version=r.result_version,
+            outcome=r.outcome,
+        )
+        for r, name in rows
+    ]
+    return ErasureOut(
+        id=erasure.id,
+        dataset=dataset_name,
+        status=erasure_status(erasure, [r.status for r in requests]),
+        subject_digest=subject_digest(ctx.tenant_key(erasure.tenant_id), erasure.subject),
+        n_samples=len(erasure.sample_ids),
+        dataset_version=erasure.dataset_version,
+        result_dataset_version=erasure.result_dataset_version or _written_by_jobs(session, erasure),
+        outcome=erasure.outcome,
+        deletion_requests=requests,
+        created_at=erasure.created_at,
+    )
+
+
+def _written_by_jobs(session: Session, erasure: Erasure) -> int | None:
+    """The newest version of the dataset lacking the samples, once a model's job wrote it."""
+    dataset = session.get(Dataset, erasure.dataset_id)
+    if dataset is None or dataset.latest_version is None or dataset.latest_version <= erasure.dataset_version:
+        return None
+    return dataset.latest_version
+
+
+def _load(session: Session, tenant_id: str, erasure_id: str) -> tuple[Erasure, str]:
+    row = session.execute(
+        select(Erasure, Dataset.name)
+        .join(Dataset, Dataset.id == Erasure.dataset_id)
+        .where(Erasure.id == erasure_id, Erasure.tenant_id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        raise not_found("erasure", erasure_id)
+    return row[0], row[1]
+
+
+def get(session: Session, ctx: ServiceContext, tenant_id: str, erasure_id: str) -> ErasureOut:
+    erasure, name = _load(session, tenant_id, erasure_id)
+    return erasure_out(session, ctx, erasure, name)
+
+
+def list_erasures(
+    session: Session,
+    ctx: ServiceContext,
+    tenant_id: str,
+    dataset: str | None,
+    subject: str | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    stmt = select(Erasure).where(Erasure.tenant_id == tenant_id)
+    if dataset is not None:
+        stmt = stmt.where(Erasure.dataset_id == get_dataset(session, tenant_id, dataset).id)
+    if subject is not None:
+        stmt = stmt.where(Erasure.subject == subject)
+    rows, next_cursor = paginate(
+        session, stmt, order_by=[Erasure.created_at, Erasure.id], limit=limit, cursor=cursor, descending=True
+    )
+    names = dict(
+        session.execute(select(Dataset.id, Dataset.name).where(Dataset.tenant_id == tenant_id)).all()
+    )
+    return {
+        "items": [erasure_out(session, ctx, e, names[e.dataset_id]) for e in rows],
+        "next_cursor": next_cursor,
+    }
