@@ -255,10 +255,10 @@ def test_without_an_eval_set_the_schedule_runs_in_full(memorised: dict[str, Any]
 
 
 def test_scope_auto_reads_the_retain_set(memorised: dict[str, Any], digits_class: dict[str, Any]) -> None:
-    auto = RetainLoopParams()
+    auto = RetainLoopParams.model_validate({})
     assert resolve_scope(auto, memorised["forget"], memorised["retain"]) == "samples"
     assert resolve_scope(auto, digits_class["forget"], digits_class["retain"]) == "class"
-    explicit = RetainLoopParams(scope="samples")
+    explicit = RetainLoopParams.model_validate({"scope": "samples"})
     assert resolve_scope(explicit, digits_class["forget"], digits_class["retain"]) == "samples"
     lm = {"input_ids": torch.zeros(2, 4, dtype=torch.long)}
     assert resolve_scope(auto, lm, lm) == "samples"
