@@ -166,9 +166,10 @@ def run(
     params: str | None = typer.Option(
         None,
         "--params",
-        help="Method parameters as a JSON object or file; they refine the recommended defaults that the "
-        'service uses too (imu, ga: {"preset": "adaptive"}, early stop on --eval). '
-        '{"preset": "official"} runs the paper\'s recipe.',
+        help="Method parameters as a JSON object or file; they refine the method's defaults, which are "
+        "the recommended setting the service runs too (imu, ga, npo: the anchored preset, anchored and "
+        'stopped on half of --eval, measured on the other half). {"preset": "official"} runs the '
+        "paper's recipe.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed"),

@@ -46,6 +46,11 @@ class UnlearnReport(Mapping[str, Any]):
     details: dict[str, Any] = field(default_factory=dict)
     # scope="class": accuracy and loss on the eval samples of the classes not forgotten.
     other_classes_eval: BeforeAfter | None = None
+    # The positions of the eval set the method saw (anchor) and the metrics use (check); None
+    # without an eval set (``holdout.HoldoutSplit.to_dict``).
+    eval_split: dict[str, Any] | None = None
+    # Warnings on the result, e.g. "mia_over_forgetting" (``verification.mia_flags``).
+    flags: list[str] = field(default_factory=list)
 
     @property
     def steps(self) -> int | None:
@@ -59,7 +64,7 @@ class UnlearnReport(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able dict: the fields above in this order, the method's entries, then
-        ``other_classes_eval`` = {"before", "after"} when present."""
+        ``other_classes_eval`` = {"before", "after"}, ``eval_split`` and ``flags`` when present."""
         out: dict[str, Any] = {
             "method": self.method,
             "params": self.params,
@@ -74,6 +79,10 @@ class UnlearnReport(Mapping[str, Any]):
         }
         if self.other_classes_eval is not None:
             out["other_classes_eval"] = self.other_classes_eval.to_dict()
+        if self.eval_split is not None:
+            out["eval_split"] = self.eval_split
+        if self.flags:
+            out["flags"] = list(self.flags)
         return out
 
     def __getitem__(self, key: str) -> Any:

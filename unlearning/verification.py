@@ -95,6 +95,36 @@ def mia_auc(forget_losses: torch.Tensor, eval_losses: torch.Tensor) -> float:
     return float(u / (nf * ne))
 
 
+def mia_auc_margin(n_forget: int, n_unseen: int, floor: float = 0.05) -> float:
+    """How far from 0.5 an AUC must be to mean something: max(floor, 2·SE), SE at AUC = 0.5.
+
+    Under "no difference" the Mann–Whitney AUC has variance (n_f + n_u + 1) / (12·n_f·n_u)
+    (Hanley & McNeil 1982, no ties): small forget sets give AUCs far from 0.5 by chance alone.
+    """
+    if n_forget < 1 or n_unseen < 1:
+        return float("inf")
+    se = ((n_forget + n_unseen + 1) / (12.0 * n_forget * n_unseen)) ** 0.5
+    return max(floor, 2.0 * se)
+
+
+def mia_flags(auc: float, n_forget: int, n_unseen: int, floor: float = 0.05) -> list[str]:
+    """The two-sided reading of the loss-attack AUC (forget vs unseen data of the same kind).
+
+    An AUC well above 0.5 is the usual finding (forget samples still look like members); one well
+    *below* 0.5 is just as visible to an attacker: the forget samples now have higher losses than
+    any unseen data would, the mark of over-forgetting (a retrained model would not do that).
+    Returns ``["mia_over_forgetting"]``, ``["mia_exposed"]`` or ``[]``.
+    """
+    if auc != auc:  # NaN: nothing to compare
+        return []
+    margin = mia_auc_margin(n_forget, n_unseen, floor)
+    if auc < 0.5 - margin:
+        return ["mia_over_forgetting"]
+    if auc > 0.5 + margin:
+        return ["mia_exposed"]
+    return []
+
+
 def measure(
     model: nn.Module,
     forget: Dataset,

@@ -142,14 +142,14 @@ def test_listings() -> None:
 
 
 def test_run_defaults_to_the_recommended_params(quickstart: Path, tmp_path: Path) -> None:
-    """Without --params the CLI runs what the service runs ({"preset": "adaptive"}), and given
-    params refine that default instead of replacing it."""
+    """Without --params the CLI runs what the service runs (the engine's defaults: the anchored
+    preset), and given params refine that default instead of replacing it."""
     result = runner.invoke(
         app, _run_args(quickstart, tmp_path / "a.safetensors", "--json", "--params", '{"max_epochs": 3}')
     )
     assert result.exit_code == 0, result.output
     params = json.loads(result.stdout)["report"]["params"]
-    assert params["preset"] == "adaptive" and params["lr_mode"] == "relative"
+    assert params["preset"] == "anchored" and params["anchor"] == "auto" and params["target"] == "all"
     assert params["max_epochs"] == 3
 
 

@@ -48,7 +48,9 @@ def test_report_is_typed_and_to_dict_is_the_json_dict() -> None:
     assert isinstance(rep, UnlearnReport)
     d = rep.to_dict()
     assert list(d)[: len(CORE_KEYS)] == CORE_KEYS  # the method's own entries follow, in its order
-    assert list(d)[len(CORE_KEYS) :] == list(rep.details)
+    n = len(CORE_KEYS) + len(rep.details)
+    assert list(d)[len(CORE_KEYS) : n] == list(rep.details)
+    assert list(d)[n:] == (["eval_split", "flags"] if rep.flags else ["eval_split"])
     assert "other_classes_eval" not in d
     json.dumps(d)  # JSON-able as it stands
     # The dict view: item access, get, membership, dict() — as callers of the old dict use it.
@@ -67,7 +69,9 @@ def test_class_scope_report_ends_with_other_classes_eval() -> None:
     ).report
     assert rep.other_classes_eval is not None
     d = rep.to_dict()
-    assert list(d)[-1] == "other_classes_eval" and set(d["other_classes_eval"]) == {"before", "after"}
+    keys = list(d)
+    assert keys[keys.index("other_classes_eval") + 1 :] in (["eval_split"], ["eval_split", "flags"])
+    assert set(d["other_classes_eval"]) == {"before", "after"}
 
 
 # --- the run context and a pluggable objective -------------------------------------------------
@@ -108,7 +112,9 @@ def _ctx(model: nn.Module, forget: dict[str, torch.Tensor], params: AscentParams
 def test_objective_is_pluggable() -> None:
     model, forget, _ = _toy()
     n = num_samples(forget)
-    params = AscentParams(epochs=3, batch_size=16, alpha=0.0, momentum=0.0, weight_decay=0.0)
+    params = AscentParams(
+        preset="official", epochs=3, batch_size=16, alpha=0.0, momentum=0.0, weight_decay=0.0
+    )
 
     def uniform() -> tuple[torch.Tensor, dict[str, int]]:
         return torch.ones(n), {"n_selected": n}

@@ -1,4 +1,7 @@
-"""Ascent options of imu/ga: class-scope forgetting and head-feature caching."""
+"""Ascent options of imu/ga: class-scope forgetting and head-feature caching.
+
+These tests look at the loop's own view of the eval set (its checks, its guard), so they hand it the
+whole set (``eval_split=False``); the split itself is tested in test_anchored.py."""
 
 from __future__ import annotations
 
@@ -55,7 +58,9 @@ def _close(a: nn.Module, b: nn.Module, atol: float = 1e-5) -> bool:
 @pytest.mark.parametrize("method", ["imu", "ga"])
 def test_class_scope_forgets_the_class_and_keeps_the_others(digits: dict, method: str) -> None:
     m, f, ev, others = digits["model"], digits["class_forget"], digits["eval"], digits["others"]
-    res = unlearn(method, m, f, {"preset": "adaptive", "scope": "class"}, eval=ev, device="cpu")
+    res = unlearn(
+        method, m, f, {"preset": "adaptive", "scope": "class"}, eval=ev, device="cpu", eval_split=False
+    )
     rep = res.report
     assert rep["params"]["forget_accuracy_target"] == CLASS_FORGET_ACCURACY_TARGET == 0.0
     assert rep["early_stop"] == "forget_accuracy" and rep["forgotten_classes"] == [FORGOTTEN]
@@ -79,7 +84,12 @@ def test_class_scope_guard_and_checks_exclude_the_forgotten_class(digits: dict) 
     # A tight guard: it must trip on the other classes only; with the full eval set it would trip at
     # once, since forgetting class 0 costs the full eval set ~10 points by design.
     res = unlearn(
-        "imu", digits["model"], f, {"preset": "adaptive", "scope": "class", "max_eval_drop": 0.02}, eval=ev
+        "imu",
+        digits["model"],
+        f,
+        {"preset": "adaptive", "scope": "class", "max_eval_drop": 0.02},
+        eval=ev,
+        eval_split=False,
     )
     rep = res.report
     assert rep["n_eval_excluded"] == len(gone["labels"])
@@ -129,7 +139,7 @@ def _class_run(digits: dict, method: str, forget: dict, **params: object) -> tup
     """(report, other classes' eval accuracy before, after) of a class-scope run with the preset."""
     others = {k: v[digits["eval"]["labels"] != int(forget["labels"][0])] for k, v in digits["eval"].items()}
     res = unlearn(method, digits["model"], forget, {"preset": "adaptive", "scope": "class", **params},
-                  eval=digits["eval"], device="cpu")  # fmt: skip
+                  eval=digits["eval"], device="cpu", eval_split=False)  # fmt: skip
     return res.report, evaluate(digits["model"], others)["accuracy"], evaluate(res.model, others)["accuracy"]
 
 
@@ -221,7 +231,8 @@ def test_adaptive_schedule_without_checks_is_constant(digits: dict) -> None:
     [
         ("imu", {"preset": "adaptive"}),
         ("ga", {"preset": "adaptive", "scope": "class"}),
-        ("imu", {"epochs": 3}),  # official: momentum, weight decay and the L1 term
+        # official: momentum, weight decay and the L1 term (eval-mode steps: train mode is not cached)
+        ("imu", {"preset": "official", "bn_mode": "eval", "epochs": 3}),
         (
             "ga",
             {"preset": "adaptive", "early_stop": "mia", "mia_target": 0.0, "max_epochs": 6, "check_every": 1},
@@ -310,6 +321,7 @@ def test_lenet_head_is_cached_and_matches(digits: dict) -> None:
         "inputs": digits["random_forget"]["inputs"].reshape(-1, 1, 8, 8),
         "labels": digits["random_forget"]["labels"],
     }
-    runs = [unlearn("ga", net, f, {"epochs": 3, "cache_features": c}) for c in (True, False)]
+    params = {"preset": "official", "bn_mode": "eval", "epochs": 3}
+    runs = [unlearn("ga", net, f, {**params, "cache_features": c}) for c in (True, False)]
     assert runs[0].report["features_cached"] and not runs[1].report["features_cached"]
     assert _close(runs[0].model, runs[1].model)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from unlearning.errors import CancelledError, DivergedError, ParamsError
-from unlearning.methods import get_method, list_methods, unlearn
+from unlearning.methods import get_method, list_methods, recommended_params, unlearn
+from unlearning.samples import take
 from unlearning.training import train
 from unlearning.verification import evaluate
 
@@ -58,9 +59,9 @@ def _changed(before: nn.Module, after: nn.Module) -> set[str]:
 
 
 def test_registry() -> None:
-    assert {"imu", "ga", "iau", "retrain"} <= set(list_methods())
+    assert {"imu", "ga", "npo", "iau", "retrain"} <= set(list_methods())
     assert get_method("iau").requires_retain and get_method("retrain").requires_retain
-    assert not get_method("imu").requires_retain
+    assert not get_method("imu").requires_retain and not get_method("npo").requires_retain
     with pytest.raises(ParamsError, match="imu"):  # lists the known methods
         get_method("nope")
 
@@ -81,10 +82,10 @@ def test_bad_params_are_rejected(digits: dict) -> None:
         unlearn("magic", m, f)
 
 
-def test_imu_default_is_official_and_changes_only_the_head(digits: dict) -> None:
+def test_imu_official_preset_changes_only_the_head(digits: dict) -> None:
     m, f, ev = digits["model"], digits["forget"], digits["eval"]
     before = _snapshot(m)
-    res = unlearn("imu", m, f, eval=ev, device="cpu")
+    res = unlearn("imu", m, f, {"preset": "official"}, eval=ev, device="cpu")
     assert _same(before, _snapshot(m))  # input model untouched
     rep = res.report
     p = rep["params"]
@@ -101,10 +102,44 @@ def test_imu_default_is_official_and_changes_only_the_head(digits: dict) -> None
     assert rep["n_selected"] == max(int(rep["n_negative"] * 0.1), 1)
     assert rep["epochs_run"] == 10 and rep["influence_path"] == "closed_form"
     assert p["step_schedule"] == "constant" and rep["step_schedule"] == "constant"
+    assert (p["bn_mode"], p["objective"], p["anchor"], rep["objective"]) == (
+        "train",
+        "ascent",
+        "none",
+        "ascent",
+    )
     assert (rep["steps"], rep["checks"], rep["backtracks"], rep["final_step_size"]) == (10, 0, 0, 0.01)
     assert set(rep["before"]) == {"forget_accuracy", "forget_loss", "eval_accuracy", "eval_loss", "mia_auc"}
     assert rep["param_l2_change"] > 0 and rep["elapsed_s"] > 0 and rep["device"] == "cpu"
     assert next(res.model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("method", ["imu", "ga", "npo"])
+def test_no_params_run_the_recommended_anchored_preset(digits: dict, method: str) -> None:
+    m, f, ev = digits["model"], digits["forget"], digits["eval"]
+    res = unlearn(method, m, f, eval=ev, device="cpu")
+    rep = res.report
+    p = rep["params"]
+    assert (p["preset"], p["target"], p["optimizer"], p["anchor"]) == ("anchored", "all", "adam", "auto")
+    assert get_method(method).parse_params(recommended_params(method)).model_dump() == (
+        get_method(method).parse_params(None).model_dump()
+    )  # the service's and the CLI's params are the engine's defaults
+    assert _changed(m, res.model) == {n for n, _ in m.named_parameters()}  # target "all"
+    # Classification, samples scope: loss matching (npo: NPO) with the KL anchor, resolved.
+    assert rep["objective"] == ("npo" if method == "npo" else "match") and rep["anchor"] == "kl"
+    split = rep["eval_split"]
+    assert split["n_anchor"] + split["n_check"] == 597 and split["n_anchor"] == rep["n_anchor"]
+    assert not set(split["anchor_indices"]) & set(split["check_indices"])
+
+
+def test_report_is_measured_on_the_check_half(digits: dict) -> None:
+    m, f, ev = digits["model"], digits["forget"], digits["eval"]
+    rep = unlearn("ga", m, f, {"preset": "adaptive"}, eval=ev, device="cpu", seed=4).report
+    check = take(ev, torch.tensor(rep["eval_split"]["check_indices"]))
+    assert rep["before"]["eval_accuracy"] == pytest.approx(evaluate(m, check)["accuracy"], abs=1e-9)
+    whole = unlearn("ga", m, f, {"preset": "adaptive"}, eval=ev, device="cpu", seed=4, eval_split=False)
+    assert "eval_split" not in whole.report
+    assert whole.report["before"]["eval_accuracy"] == pytest.approx(evaluate(m, ev)["accuracy"], abs=1e-9)
 
 
 def test_imu_early_stop_reaches_eval_accuracy(digits: dict) -> None:
@@ -119,7 +154,10 @@ def test_imu_early_stop_reaches_eval_accuracy(digits: dict) -> None:
 
 def test_imu_utility_guard_keeps_eval_accuracy(digits: dict) -> None:
     m, f, ev = digits["model"], digits["forget"], digits["eval"]
-    res = unlearn("imu", m, f, {"preset": "adaptive", "max_eval_drop": 0.01}, eval=ev, device="cpu")
+    # The guard holds on the eval samples the method sees: the whole set here.
+    res = unlearn(
+        "imu", m, f, {"preset": "adaptive", "max_eval_drop": 0.01}, eval=ev, device="cpu", eval_split=False
+    )
     rep = res.report
     assert rep["params"]["lr_mode"] == "relative" and rep["params"]["alpha"] == 0.0
     assert rep["after"]["eval_accuracy"] >= rep["before"]["eval_accuracy"] - 0.01
@@ -128,9 +166,15 @@ def test_imu_utility_guard_keeps_eval_accuracy(digits: dict) -> None:
 
 def test_ga_and_recompute_run(digits: dict) -> None:
     m, f, ev = digits["model"], digits["forget"], digits["eval"]
-    res = unlearn("ga", m, f, {"epochs": 2}, eval=ev, device="cpu")
+    res = unlearn("ga", m, f, {"preset": "official", "epochs": 2}, eval=ev, device="cpu")
     assert res.report["n_selected"] == 120 and _changed(m, res.model) == {"head.weight", "head.bias"}
-    res = unlearn("imu", m, f, {"epochs": 3, "recompute": "epoch", "target": "body.0"}, device="cpu")
+    res = unlearn(
+        "imu",
+        m,
+        f,
+        {"preset": "official", "epochs": 3, "recompute": "epoch", "target": "body.0"},
+        device="cpu",
+    )
     assert len(res.report["n_selected_per_epoch"]) == 3
     assert res.report["influence_path"] == "func"
     assert _changed(m, res.model) == {"body.0.weight", "body.0.bias"}
@@ -165,14 +209,21 @@ def test_divergence_leaves_input_untouched(digits: dict) -> None:
     before = _snapshot(m)
     with pytest.raises(DivergedError):
         # relative steps of 100·‖θ‖ grow θ geometrically until it overflows
-        unlearn("ga", m, f, {"lr_mode": "relative", "lr": 100.0, "alpha": 0.0, "epochs": 100}, device="cpu")
+        unlearn(
+            "ga",
+            m,
+            f,
+            {"preset": "official", "lr_mode": "relative", "lr": 100.0, "alpha": 0.0, "epochs": 100},
+        )
     assert _same(before, _snapshot(m))
 
 
 def test_cancel_and_progress(digits: dict) -> None:
     m, f, ev = digits["model"], digits["forget"], digits["eval"]
     seen: list[tuple[str, float]] = []
-    unlearn("imu", m, f, {"epochs": 4}, eval=ev, device="cpu", progress=lambda s, x: seen.append((s, x)))
+    unlearn(
+        "imu", m, f, {"preset": "official", "epochs": 4}, eval=ev, progress=lambda s, x: seen.append((s, x))
+    )
     fractions = [x for _, x in seen]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     assert {"influence", "unlearn", "verify"} <= {s for s, _ in seen}
@@ -184,13 +235,20 @@ def test_cancel_and_progress(digits: dict) -> None:
 
     before = _snapshot(m)
     with pytest.raises(CancelledError):
-        unlearn("imu", m, f, {"epochs": 50}, device="cpu", should_cancel=cancel)
+        unlearn("imu", m, f, {"preset": "official", "epochs": 50}, device="cpu", should_cancel=cancel)
     assert _same(before, _snapshot(m))
 
 
 @pytest.mark.parametrize(
     ("method", "params"),
-    [("imu", {}), ("ga", {}), ("iau", {}), ("imu", {"preset": "adaptive"}), ("ga", {"preset": "adaptive"})],
+    [
+        ("imu", {}),
+        ("ga", {}),
+        ("npo", {}),
+        ("iau", {}),
+        ("imu", {"preset": "official"}),
+        ("ga", {"preset": "adaptive"}),
+    ],
 )
 def test_same_seed_is_bit_identical(digits: dict, method: str, params: dict) -> None:
     kw = {"retain": digits["retain"], "eval": digits["eval"], "device": "cpu", "seed": 3}
@@ -241,9 +299,10 @@ class _WithUnused(nn.Module):
     ("method", "params"),
     [
         ("iau", {}),
-        ("ga", {"target": "all", "alpha": 0}),
-        ("imu", {"target": "all", "influence_method": "loop", "alpha": 0}),
+        ("ga", {"preset": "official", "target": "all", "alpha": 0}),
+        ("imu", {"preset": "official", "target": "all", "influence_method": "loop", "alpha": 0}),
         ("imu", {"target": "all", "preset": "adaptive", "epochs": 1, "max_epochs": 1}),
+        ("npo", {"epochs": 1}),
     ],
 )
 def test_parameters_outside_the_forward_are_left_alone(method: str, params: dict) -> None:

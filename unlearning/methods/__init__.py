@@ -7,7 +7,7 @@ the retain set). A method is a function of one :class:`RunContext` (see ``regist
 
 from __future__ import annotations
 
-from unlearning.methods import finetune, ga, iau, imu, neggrad_plus, retrain, scrub  # noqa: F401  (registers)
+from unlearning.methods import finetune, ga, iau, imu, neggrad_plus, npo, retrain, scrub  # noqa: F401  (registers)
 from unlearning.methods.context import MethodOutcome, RunContext
 from unlearning.methods.params import RECOMMENDED_PARAMS, MethodParams, recommended_params
 from unlearning.methods.registry import MethodSpec, get_method, list_methods, register_method

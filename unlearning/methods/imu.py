@@ -16,7 +16,7 @@ schedule, class scope, feature caching) are the ascent loop's: see ``methods/asc
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -29,6 +29,10 @@ from unlearning.methods.registry import register_method
 
 
 class IMUParams(AscentParams):
+    # Under the anchored preset every forget sample must come to look unseen, so IMU keeps all the
+    # samples of negative influence (the paper keeps the top 10% of them) and weighs them.
+    EXTRA_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"anchored": {"top_fraction": 1.0}}
+
     top_fraction: float = Field(0.1, gt=0, le=1)
     clip_quantile: float = Field(0.93, ge=0, le=1)
     fisher_lambda: float = Field(0.01, gt=0)

@@ -13,15 +13,14 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# What the service and the CLI run when a caller gives no params: ``{}`` is each method's paper
-# recipe, which does not transfer to small models (see methods/imu.py); callers' params refine
-# these (``{"preset": "official"}`` gets the paper's recipe back).
-RECOMMENDED_PARAMS: dict[str, dict[str, Any]] = {
-    "imu": {"preset": "adaptive"},
-    "ga": {"preset": "adaptive"},
-}
+# What the service and the CLI run beyond a method's own defaults when a caller gives no params.
+# Empty: every method's defaults are its recommended setting (imu, ga, npo: the "anchored" preset;
+# ``{"preset": "official"}`` gets the paper's recipe back), so ``unlearn(name, ...)`` with no params,
+# the CLI and the service run the same thing. Kept as the one place a deployment-wide refinement
+# would go.
+RECOMMENDED_PARAMS: dict[str, dict[str, Any]] = {}
 
 
 def recommended_params(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The method's recommended params refined by the caller's."""
+    """The method's recommended params refined by the caller's (its defaults: see RECOMMENDED_PARAMS)."""
     return {**RECOMMENDED_PARAMS.get(method, {}), **(params or {})}

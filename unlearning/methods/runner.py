@@ -1,5 +1,10 @@
 """``unlearn()``: one method run on a private copy of a model, measured before and after.
 
+The eval set is split in two (``holdout.py``): the method gets the anchor half as ``ctx.eval`` (its
+anchor and early stop), and the before/after metrics — what an acceptance check reads — are taken on
+the check half, which the method never sees. ``report.eval_split`` says which positions are which.
+With ``eval_split=False`` the method and the metrics share the whole set (the old behaviour).
+
 With ``scope="class"`` (imu, ga) the eval accuracy of the whole eval set is expected to fall (the
 forgotten classes' eval samples should no longer be recognised), so the report adds
 ``other_classes_eval`` = {"before", "after"} accuracy and loss on the eval samples of the other
@@ -22,6 +27,7 @@ from torch import nn
 
 from unlearning.batching import resolve_device
 from unlearning.errors import DivergedError, ParamsError
+from unlearning.holdout import HoldoutSplit, split_holdout
 from unlearning.methods.ascent.plan import split_by_class
 from unlearning.methods.context import RunContext
 from unlearning.methods.params import MethodParams
@@ -30,7 +36,14 @@ from unlearning.methods.safety import all_finite, check_cancel
 from unlearning.report import BeforeAfter, UnlearnReport
 from unlearning.samples import infer_task, num_samples
 from unlearning.types import CancelFn, Dataset, ProgressFn, UnlearnResult
-from unlearning.verification import evaluate, measure, param_l2_change
+from unlearning.verification import (
+    evaluate,
+    measure,
+    mia_auc,
+    mia_flags,
+    param_l2_change,
+    per_sample_losses,
+)
 
 
 @contextmanager
@@ -81,12 +94,15 @@ def unlearn(
     seed: int = 0,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    eval_split: bool = True,
 ) -> UnlearnResult:
     """Run ``method`` on a private copy of ``model``; the input model is never modified.
 
     Returns the new model on CPU and an :class:`~unlearning.report.UnlearnReport`: method, params
     (resolved, with defaults), device, seed, before/after metrics M, elapsed_s (all of it), method_s
-    (the method alone), param_l2_change and the method's own entries.
+    (the method alone), param_l2_change and the method's own entries. With an eval set (and
+    ``eval_split``) the method sees its anchor half only and the eval metrics are the check half's
+    (``report.eval_split``); ``report.flags`` names warnings such as ``"mia_over_forgetting"``.
     Raises ParamsError (bad method/params, missing retain set), DivergedError (NaN/Inf),
     CancelledError (``should_cancel()`` became true).
     """
@@ -98,15 +114,23 @@ def unlearn(
         raise ParamsError(f"method {method!r} needs the retain set (retain=...)")
     task = infer_task(forget)
     dev = resolve_device(device)
-    others = None
-    if getattr(resolved, "scope", "samples") == "class":
-        others = split_by_class(forget, eval)[1]  # also rejects a forget set without classes, before any work
+    split: HoldoutSplit | None = None
+    method_eval, check_eval = eval, eval
+    if eval is not None and eval_split:
+        split = split_holdout(eval, seed)
+        if split is not None:
+            method_eval, check_eval = split.parts(eval)
+    others = gone = None
+    class_scope = getattr(resolved, "scope", "samples") == "class"
+    if class_scope:
+        # Also rejects a forget set without classes, before any work.
+        _, others, gone = split_by_class(forget, check_eval)
     prog = _Progress(progress, should_cancel)
     start = time.perf_counter()
     with deterministic(seed):
         prog("prepare", 0.0)
         work = copy.deepcopy(model).to(dev)
-        before = measure(work, forget, eval, task=task, device=dev)
+        before = measure(work, forget, check_eval, task=task, device=dev)
         before_others = evaluate(work, others, task=task, device=dev) if others is not None else None
         prog("measure", 0.05)
         ctx = RunContext(
@@ -118,7 +142,7 @@ def unlearn(
             seed=seed,
             progress=prog.inner,
             should_cancel=should_cancel,
-            eval=eval,
+            eval=method_eval,
             retain=retain,
         )
         method_start = time.perf_counter()
@@ -128,8 +152,17 @@ def unlearn(
         if not all_finite(new):
             raise DivergedError(f"{method} produced NaN/Inf parameters; the input model is unchanged")
         prog("verify", 0.95)
-        after = measure(new, forget, eval, task=task, device=dev)
+        after = measure(new, forget, check_eval, task=task, device=dev)
         after_others = evaluate(new, others, task=task, device=dev) if others is not None else None
+        # Forget vs unseen data of the same kind: in the class scope that is the forgotten classes'
+        # eval samples (the other classes' would make any forgetting look like over-forgetting).
+        flags: list[str] = []
+        if class_scope and gone is not None:
+            fl = per_sample_losses(new, forget, task=task, device=dev)
+            gl = per_sample_losses(new, gone, task=task, device=dev)
+            flags = mia_flags(mia_auc(fl, gl), fl.numel(), gl.numel())
+        elif not class_scope and check_eval is not None and "mia_auc" in after:
+            flags = mia_flags(after["mia_auc"], num_samples(forget), num_samples(check_eval))
     new = new.cpu().eval()
     report = UnlearnReport(
         method=method,
@@ -147,6 +180,8 @@ def unlearn(
             if before_others is not None and after_others is not None
             else None
         ),
+        eval_split=split.to_dict() if split is not None else None,
+        flags=flags,
     )
     prog("done", 1.0)
     return UnlearnResult(new, report)

@@ -82,7 +82,8 @@ def ascend(
     """A weighted-ascent method: weights from ``weigh`` (again every epoch with ``recompute``), then
     the loop. ``weigh_share`` is the part of the progress the first weighing takes (0: no stage of
     its own)."""
-    plan = plan_checks(ctx.params, ctx.forget, ctx.eval)  # fail on params that cannot run, before any work
+    # Fails on params that cannot run, before any work.
+    plan = plan_checks(ctx.params, ctx.forget, ctx.eval, ctx.seed)
     history: list[int] = []
 
     def weights_now() -> tuple[torch.Tensor, dict[str, Any]]:

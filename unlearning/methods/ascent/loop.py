@@ -17,7 +17,7 @@ import torch
 from unlearning.batching import iterate_batches
 from unlearning.methods.ascent.checks import Check, Checker, UtilityGuard
 from unlearning.methods.ascent.features import cache_features
-from unlearning.methods.ascent.objective import Objective, WeightedAscent
+from unlearning.methods.ascent.objective import Objective, ObjectiveData, build_objective
 from unlearning.methods.ascent.params import AscentParams
 from unlearning.methods.ascent.plan import CheckPlan
 from unlearning.methods.ascent.schedule import AdaptiveSchedule, ConstantSchedule, StepSchedule
@@ -49,7 +49,7 @@ class AscentLoop:
     ) -> None:
         self.ctx, self.params, self.plan = ctx, ctx.params, plan
         self.weights, self.reweight = weights, reweight
-        self.objective = objective if objective is not None else WeightedAscent()
+        self.objective = objective if objective is not None else self._objective_of_params()
         self.names = resolve_target(ctx.model, self.params.target)
         # The report's counters and outcome.
         self.epochs_run = 0
@@ -66,6 +66,16 @@ class AscentLoop:
 
     # -- set-up -----------------------------------------------------------------------------------
 
+    def _objective_of_params(self) -> Objective:
+        p = self.params
+        return build_objective(
+            self.plan.objective,
+            npo_beta=p.npo_beta,
+            anchor=self.plan.anchor is not None,
+            anchor_weight=self.plan.anchor_weight,
+            anchor_batch_size=p.anchor_batch_size or self.plan.batch_size,
+        )
+
     def _prepare(self, theta: list[torch.nn.Parameter]) -> None:
         """The model and data sets the steps and checks run on, the optimiser and the schedule."""
         ctx, params, plan, dev = self.ctx, self.params, self.plan, self.ctx.device
@@ -73,14 +83,27 @@ class AscentLoop:
         # Features instead of inputs, and the head instead of the model, when θ is a final head.
         self.net: torch.nn.Module = ctx.model
         self.f_set: Dataset = ctx.forget
-        u_set, x_set = plan.utility, plan.unseen
-        if params.cache_features:
+        u_set, x_set, a_set = plan.utility, plan.unseen, plan.anchor
+        if params.bn_mode == "train":
+            # Train-mode BatchNorm normalises with each batch's statistics: the head's input is no
+            # longer a function of the sample alone, so it cannot be cached.
+            self.feature_cache_skipped = 'bn_mode="train"'
+        elif params.cache_features:
             try:
-                sets = [ctx.forget, plan.utility, plan.unseen if plan.unseen is not plan.utility else None]
-                self.net, cached = cache_features(ctx.model, self.names, sets, dev)
-                assert cached[0] is not None
-                self.f_set, u_set = cached[0], cached[1]
-                x_set = u_set if plan.unseen is plan.utility else cached[2]
+                # The plan's sets are often one and the same object: each distinct one is cached once.
+                distinct: list[Dataset] = []
+                for d in (ctx.forget, plan.utility, plan.unseen, plan.anchor):
+                    if d is not None and all(d is not e for e in distinct):
+                        distinct.append(d)
+                self.net, cached = cache_features(ctx.model, self.names, distinct, dev)
+
+                def as_cached(d: Dataset | None) -> Dataset | None:
+                    return None if d is None else cached[next(i for i, e in enumerate(distinct) if e is d)]
+
+                f_cached = as_cached(ctx.forget)
+                assert f_cached is not None
+                self.f_set = f_cached
+                u_set, x_set, a_set = as_cached(plan.utility), as_cached(plan.unseen), as_cached(plan.anchor)
                 self.features_cached = True
             except ClosedFormNotApplicable as exc:
                 self.feature_cache_skipped = str(exc)
@@ -98,8 +121,12 @@ class AscentLoop:
         self.guard = UtilityGuard(drop) if plan.mode and u_set is not None and drop is not None else None
         n_theta = sum(p.numel() for p in theta)
         self.l1_coef = params.alpha if params.alpha_mode == "sum" else params.alpha / n_theta
-        self.opt = torch.optim.SGD(
-            theta, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
+        self.opt: torch.optim.Optimizer = (
+            torch.optim.Adam(theta, lr=params.lr, weight_decay=params.weight_decay)
+            if params.optimizer == "adam"
+            else torch.optim.SGD(
+                theta, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
+            )
         )
         # The adaptive schedule decides the rate at every check, so it needs checks (a stopping rule).
         self.schedule: StepSchedule = (
@@ -109,7 +136,22 @@ class AscentLoop:
         )
         self.safe = [p.detach().clone() for p in theta]  # θ at the last accepted check
         self.generator = torch.Generator().manual_seed(ctx.seed)
-        self.max_epochs = params.max_epochs if plan.mode else params.epochs
+        # A stopping rule or loss matching (which turns around at its target) runs within the
+        # budget max_epochs; anything else runs its fixed epochs.
+        self.max_epochs = params.max_epochs if plan.mode or plan.objective == "match" else params.epochs
+        # The objective's own data (reference losses, unseen-loss targets, the original's outputs on
+        # the anchor set), taken now, with θ still the original's.
+        self.extras = self.objective.prepare(
+            ObjectiveData(
+                net=self.net,
+                forget=self.f_set,
+                anchor=a_set,
+                unseen=x_set,
+                task=ctx.task,
+                device=dev,
+                generator=torch.Generator().manual_seed(ctx.seed + 1),
+            )
+        )
 
     def _selection(self) -> dict[str, torch.Tensor] | None:
         """The forget samples with weight > 0 and their weights; None when there are none."""
@@ -117,6 +159,7 @@ class AscentLoop:
         if selected.numel() == 0:
             return None
         subset = take(self.f_set, selected)
+        subset.update(take(self.extras, selected))
         subset[WEIGHT_KEY] = self.weights[selected].float()
         return subset
 
@@ -125,7 +168,14 @@ class AscentLoop:
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> None:
         """One optimiser step on a batch of the selected samples (with their weights)."""
         w = batch.pop(WEIGHT_KEY)
-        loss = self.objective(self.net, batch, w, self.ctx.task)
+        train_mode = self.params.bn_mode == "train"
+        if train_mode:
+            self.net.train()  # as the official code: batch statistics, running statistics updated
+        try:
+            loss = self.objective(self.net, batch, w, self.ctx.task)
+        finally:
+            if train_mode:
+                self.net.eval()
         check_finite_loss(loss, f"epoch {epoch}, step {self.steps}")
         # A parameter of θ outside the forward (target "all" on a model with unused parameters) gets
         # no gradient: SGD then skips it (no weight decay either), as after a plain backward().
@@ -226,7 +276,7 @@ class AscentLoop:
                     self.note = "no sample selected: nothing to ascend on"
                     break
             batches = iterate_batches(
-                subset, params.batch_size, shuffle=True, generator=self.generator, device=ctx.device
+                subset, self.plan.batch_size, shuffle=True, generator=self.generator, device=ctx.device
             )
             for batch in batches:
                 ctx.check_cancel()
@@ -255,6 +305,10 @@ class AscentLoop:
             out["n_eval_excluded"] = num_samples(plan.unseen) if plan.unseen is not None else 0
         if mode == "forget_accuracy":
             out["forget_accuracy_target"] = params.forget_accuracy_target
+        out.update(self.objective.describe())
+        out["batch_size"] = plan.batch_size
+        out["optimizer"] = params.optimizer
+        out["bn_mode"] = params.bn_mode
         out["features_cached"] = self.features_cached
         if self.feature_cache_skipped is not None:
             out["feature_cache_skipped"] = self.feature_cache_skipped

@@ -1,21 +1,32 @@
-"""Parameters of the weighted gradient-ascent loop (``imu`` and ``ga``), and their presets.
+"""Parameters of the gradient-ascent family (``imu``, ``ga``, ``npo``), and their presets.
 
-Preset ``{"preset": "adaptive"}`` (the service default): relative steps starting at 0.5% of ‖θ‖ under
-the adaptive step schedule (at most 8%, bisection down to 0.25%), no momentum, no L1, early stop
-"auto", at most 100 epochs, ``max_eval_drop`` 0.05; any explicit param overrides a preset value.
-``{"preset": "official"}`` (the default) is the IMU paper's recipe (see ``methods/imu.py``).
+A preset is a set of defaults; whatever the caller sets explicitly wins. No ``preset`` means
+``"anchored"``, the recommended setting (see ``__init__.py`` and docs/methods.md for the figures):
+
+* ``"anchored"`` (default): every parameter θ (``target="all"``), a forget objective that pushes the
+  forget losses up to the losses of unseen data and no further (``objective="auto"``: loss matching
+  with an eval set, NPO without), a KL term to the original model on the anchor half of the eval set
+  (``anchor="auto"``), Adam, early stop when forgetting is reached on the anchor half, and the utility
+  guard (``max_eval_drop`` 0.05).
+* ``"adaptive"``: the previous service default: last layer, plain ascent with relative steps under
+  the adaptive step schedule, early stop and the guard, no anchor.
+* ``"official"``: the IMU paper's recipe (``methods/imu.py``), train-mode forward included.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from unlearning.methods.params import MethodParams
 
+PresetName = Literal["official", "adaptive", "anchored"]
+DEFAULT_PRESET: PresetName = "anchored"
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "official": {},
+    # The field defaults are the paper's values; the official code runs its steps in train mode.
+    "official": {"bn_mode": "train"},
     "adaptive": {
         "lr_mode": "relative",
         "lr": 0.005,
@@ -27,7 +38,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         "step_schedule": "adaptive",
         "max_lr": 0.08,
         "min_lr": 0.0025,
+        "objective": "ascent",
+        "anchor": "none",
     },
+    "anchored": {
+        "target": "all",
+        "objective": "auto",
+        "anchor": "auto",
+        "anchor_weight": None,
+        "anchor_batch_size": 256,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "alpha": 0.0,
+        "batch_size": None,
+        "early_stop": "auto",
+        "max_epochs": 150,
+        # Only without an eval set and without a stopping rule: nothing to anchor or stop on, so a
+        # short run (NPO for 10 epochs collapsed the MNIST-1D MLP to chance).
+        "epochs": 2,
+        "max_eval_drop": 0.05,
+        "step_schedule": "constant",
+        "milestones": [],
+    },
+}
+
+# batch_size and anchor_weight where the params leave them None, per resolved objective (measured:
+# docs/methods.md). Loss matching: the whole forget set per step and a strong anchor, run to its
+# equilibrium; NPO and ascent: small batches and a light anchor, stopped at the target.
+OBJECTIVE_DEFAULTS: dict[str, dict[str, float]] = {
+    "match": {"batch_size": 512, "anchor_weight": 5.0},
+    "npo": {"batch_size": 64, "anchor_weight": 1.0},
+    "ascent": {"batch_size": 64, "anchor_weight": 1.0},
 }
 
 # What a model retrained without the class scores on it (0.000 on digits, MLP and LeNet, every class).
@@ -35,23 +78,43 @@ CLASS_FORGET_ACCURACY_TARGET = 0.0
 
 # The early-stopping rules once "auto" is resolved (see ``plan.py``).
 StopRule = Literal["eval_accuracy", "forget_accuracy", "mia"]
+# The forget objectives once "auto" is resolved (see ``objective.py``).
+ObjectiveName = Literal["ascent", "npo", "match"]
 
 
 class AscentParams(MethodParams):
-    """Parameters of the weighted gradient-ascent loop (shared by ``imu`` and ``ga``)."""
+    """Parameters of the gradient-ascent loop (shared by ``imu``, ``ga`` and ``npo``)."""
 
-    preset: Literal["official", "adaptive"] = "official"
+    # Per-method additions to a preset (e.g. IMU's selection under "anchored"); merged over PRESETS.
+    EXTRA_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    preset: PresetName = DEFAULT_PRESET
     target: str | list[str] | None = None  # None = last nn.Linear; "all"; names, module names, globs, regexes
     alpha: float = Field(0.2, ge=0, le=1e3)
     alpha_mode: Literal["sum", "mean"] = "sum"
+    optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.01, gt=0, le=1e3)
     lr_mode: Literal["fixed", "relative"] = "fixed"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     epochs: int = Field(10, ge=1, le=100_000)
-    batch_size: int = Field(256, ge=1, le=1_000_000)
+    # None: by objective (OBJECTIVE_DEFAULTS): loss matching ranks the forget losses within a batch,
+    # so it takes the forget set whole; NPO and ascent take small batches.
+    batch_size: int | None = Field(256, ge=1, le=1_000_000)
     milestones: list[int] = Field(default_factory=lambda: [91, 136])
     gamma: float = Field(0.1, gt=0, le=1)
+    # "train" runs the steps' forward passes in train mode (BatchNorm batch statistics, running
+    # statistics updated, dropout on), as the official IMU/IAU code does; "eval" changes θ only.
+    bn_mode: Literal["train", "eval"] = "eval"
+    # What a step minimises on the forget samples: plain (weighted) ascent, NPO, or loss matching to
+    # the unseen-data losses; "auto": see ``plan.resolve_objective``.
+    objective: Literal["auto", "ascent", "npo", "match"] = "ascent"
+    npo_beta: float = Field(1.0, gt=0, le=100)
+    # A KL term to the original model on the anchor half of the eval set (the utility set in the
+    # class scope); "auto": on when there is such a set.
+    anchor: Literal["auto", "kl", "none"] = "none"
+    anchor_weight: float | None = Field(1.0, ge=0, le=1e4)  # None: by objective (OBJECTIVE_DEFAULTS)
+    anchor_batch_size: int | None = Field(None, ge=1, le=1_000_000)  # None: batch_size
     early_stop: Literal["auto", "eval_accuracy", "forget_accuracy", "mia"] | None = None
     mia_target: float = Field(0.55, ge=0, le=1)
     # None: CLASS_FORGET_ACCURACY_TARGET with scope "class"; with scope "samples" it has no default
@@ -74,8 +137,10 @@ class AscentParams(MethodParams):
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
         # Preset values are defaults: whatever the caller sets explicitly wins.
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            return {**PRESETS[data["preset"]], **data}
+        if isinstance(data, dict):
+            name = data.get("preset", DEFAULT_PRESET)
+            if name in PRESETS:
+                return {**PRESETS[name], **cls.EXTRA_PRESETS.get(name, {}), **data, "preset": name}
         return data
 
     @model_validator(mode="before")
@@ -89,3 +154,10 @@ class AscentParams(MethodParams):
         ):
             return {**data, "forget_accuracy_target": CLASS_FORGET_ACCURACY_TARGET}
         return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AscentParams:
+        if self.optimizer == "adam" and self.lr_mode == "relative":
+            # Adam normalises every coordinate itself: a step relative to ‖θ‖ has no meaning there.
+            raise ValueError('lr_mode="relative" needs optimizer="sgd"')
+        return self
