@@ -68,6 +68,9 @@ class Model(Base):
     # guarantees one running job per model, so no job forks from a version another job replaces.
     lock_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lock_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Eventual exactness: {"after_erasures": N, "after_hours": T} retrains exactly (service/jobs/
+    # exactness.py) once N approximate versions, or T hours since the first, have piled up.
+    exactness: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -216,6 +219,11 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     # Why this method: asked for, or the default for what the model has registered.
     method_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # JobKind: "unlearn" (deletion requests) or "train" (a version from a dataset version + recipe).
+    kind: Mapped[str] = mapped_column(String(16), default="unlearn", server_default="unlearn")
+    # A training job: what it trains on, and why ("requested", or "exactness" after erasures).
+    dataset_version_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_versions.id"), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -273,6 +281,8 @@ class DeletionRequest(Base):
     erasure_id: Mapped[str | None] = mapped_column(ForeignKey("erasures.id"), nullable=True, index=True)
     # Why a request completed without a job (e.g. "already_erased"); None for a normal run.
     outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Eventual exactness: the version retrained without the samples (result_version is approximate).
+    exact_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_by_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
