@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from unlearning.batching import iterate_batches
+from unlearning.losses import logits
 from unlearning.methods.ascent.checks import Check, Checker, UtilityGuard
 from unlearning.methods.ascent.features import cache_features
 from unlearning.methods.ascent.objective import Objective, ObjectiveData, build_objective
@@ -183,6 +184,15 @@ class AscentLoop:
         self._set_grads(grads)
         self.schedule.before_step(self.opt)
         self.opt.step()
+        if train_mode:
+            # The official loop runs a second train-mode forward after each step (for its accuracy
+            # log); BatchNorm's running statistics move with it, so it is part of the recipe.
+            with torch.no_grad():
+                self.net.train()
+                try:
+                    logits(self.net, batch)
+                finally:
+                    self.net.eval()
         self.steps += 1
         self.since_safe += 1
 
