@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import quality, speed, write_section
+from unlearning import list_methods
 
 
 def test_write_section_replaces_only_its_own_block(tmp_path: Path) -> None:
@@ -34,9 +35,12 @@ def test_quick_benchmarks(tmp_path: Path) -> None:
     saved_q = json.loads((tmp_path / "quality.json").read_text())
     assert set(saved_q["summary"]) == {s.name for s in quality.quick_settings()}
     for rows in quality_result["summary"].values():
-        # Every method is reported beside doing nothing and the retrained reference.
-        assert {"retrain", "original", "imu", "imu-official", "ga", "iau"} <= set(rows)
+        # Every registered method is reported beside doing nothing and the retrained reference.
+        assert {"retrain", "original", *(m for m in list_methods() if m != "retrain")} <= set(rows)
     assert "kl_forgotten_chain" in quality_result["summary"]["markov-chain0"]["imu"]
+    assert "policy_accepted" in quality_result["summary"]["markov-chain0"]["ga"]
+    assert "lira_tpr_at_5pct_fpr" in quality_result["summary"]["digits-mlp-class"]["ga"]
+    assert {t["text"] for t in quality_result["targets"]}
     assert (tmp_path / "quality.png").stat().st_size > 0
 
     text = md.read_text()
