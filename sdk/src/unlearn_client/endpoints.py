@@ -18,15 +18,22 @@ from unlearn_client.models import (
     ApiKey,
     AuditEvent,
     BulkDeletion,
+    ChainStatus,
     ChainVerification,
     CreatedApiKey,
+    Dataset,
+    DatasetVersion,
     DeletionRequest,
+    Erasure,
     Health,
     Job,
     Model,
     Page,
+    PublicKey,
     Readiness,
+    Receipt,
     SampleDigests,
+    SignedDocument,
     Version,
 )
 from unlearn_client.spec import RequestSpec, Upload
@@ -104,6 +111,8 @@ GET_MODEL = Endpoint("GET", "/v1/models/{name}", Model)
 UPLOAD_VERSION = Endpoint("POST", "/v1/models/{name}/versions", Version, creates=True)
 LIST_VERSIONS = Endpoint("GET", "/v1/models/{name}/versions", Page[Version])
 GET_VERSION = Endpoint("GET", "/v1/models/{name}/versions/{v}", Version)
+RETIRE_VERSION = Endpoint("DELETE", "/v1/models/{name}/versions/{v}", Version)
+ROLLBACK = Endpoint("POST", "/v1/models/{name}/rollback", Version, creates=True)
 DOWNLOAD_CHECKPOINT: Endpoint[None] = Endpoint("GET", "/v1/models/{name}/versions/{v}/checkpoint", None)
 HEAD_CHECKPOINT: Endpoint[None] = Endpoint("HEAD", "/v1/models/{name}/versions/{v}/checkpoint", None)
 
@@ -117,9 +126,27 @@ SUBMIT_DELETIONS_BULK = Endpoint(
     creates=True,
     honours_idempotency_key=True,
 )
+DELETION_RECEIPT = Endpoint("GET", "/v1/deletion-requests/{request_id}/receipt", Receipt)
+SIGNED_DELETION_RECEIPT = Endpoint("GET", "/v1/deletion-requests/{request_id}/receipt", SignedDocument)
+DELETION_CERTIFICATE = Endpoint("GET", "/v1/deletion-requests/{request_id}/certificate", SignedDocument)
 LIST_DELETIONS = Endpoint("GET", "/v1/deletion-requests", Page[DeletionRequest])
 GET_DELETION = Endpoint("GET", "/v1/deletion-requests/{request_id}", DeletionRequest)
 GET_SAMPLE_DIGESTS = Endpoint("GET", "/v1/deletion-requests/{request_id}/sample-digests", SampleDigests)
+
+CREATE_DATASET = Endpoint("POST", "/v1/datasets", Dataset, creates=True)
+LIST_DATASETS = Endpoint("GET", "/v1/datasets", Page[Dataset])
+GET_DATASET = Endpoint("GET", "/v1/datasets/{name}", Dataset)
+UPLOAD_DATASET_VERSION = Endpoint("POST", "/v1/datasets/{name}/versions", DatasetVersion, creates=True)
+LIST_DATASET_VERSIONS = Endpoint("GET", "/v1/datasets/{name}/versions", Page[DatasetVersion])
+GET_DATASET_VERSION = Endpoint("GET", "/v1/datasets/{name}/versions/{v}", DatasetVersion)
+
+SUBMIT_ERASURE = Endpoint(
+    "POST", "/v1/datasets/{name}/erasures", Erasure, creates=True, honours_idempotency_key=True
+)
+LIST_ERASURES = Endpoint("GET", "/v1/erasures", Page[Erasure])
+GET_ERASURE = Endpoint("GET", "/v1/erasures/{erasure_id}", Erasure)
+ERASURE_RECEIPT = Endpoint("GET", "/v1/erasures/{erasure_id}/receipt", Receipt)
+SIGNED_ERASURE_RECEIPT = Endpoint("GET", "/v1/erasures/{erasure_id}/receipt", SignedDocument)
 
 LIST_JOBS = Endpoint("GET", "/v1/jobs", Page[Job])
 GET_JOB = Endpoint("GET", "/v1/jobs/{job_id}", Job)
@@ -128,6 +155,9 @@ JOB_EVENTS: Endpoint[None] = Endpoint("GET", "/v1/jobs/{job_id}/events", None)
 
 LIST_AUDIT = Endpoint("GET", "/v1/audit", Page[AuditEvent])
 VERIFY_AUDIT = Endpoint("GET", "/v1/audit/verify", ChainVerification)
+LIST_AUDIT_CHECKPOINTS = Endpoint("GET", "/v1/audit/checkpoints", Page[SignedDocument])
+LIST_AUDIT_CHAINS = Endpoint("GET", "/v1/audit/chains", Page[ChainStatus])
+SIGNING_KEY = Endpoint("GET", "/.well-known/unlearn-signing-key", PublicKey)
 
 CREATE_KEY = Endpoint("POST", "/v1/keys", CreatedApiKey, creates=True)
 LIST_KEYS = Endpoint("GET", "/v1/keys", Page[ApiKey])

@@ -40,8 +40,19 @@ class EvalSet(ApiModel):
     n_samples: int | None = None
 
 
+class TrainingData(ApiModel):
+    """The registered training set (and its version) a model version was trained on."""
+
+    dataset: str
+    version: int
+
+
 class Version(ApiModel):
-    """A model version (``VersionOut``); ``created_by_job`` is set on versions a job published."""
+    """A model version (``VersionOut``); ``created_by_job`` is set on versions a job published.
+
+    A version that still holds erased data is retired when the erasing job publishes
+    (``status == "retired"``, ``retired_reason == "erasure"``): its checkpoint answers 410 Gone.
+    """
 
     version: int
     sha256: str
@@ -52,6 +63,10 @@ class Version(ApiModel):
     description: str | None = None
     eval_set: EvalSet | None = None
     metrics: dict[str, Any] | None = None
+    training_data: TrainingData | None = None
+    recipe: dict[str, Any] | None = None
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
     created_at: datetime
 
 
@@ -73,6 +88,12 @@ class DeletionRequest(ApiModel):
     n_samples: int
     forget_set_sha256: str
     forget_set_purged: bool
+    # Made from a reference to the model's registered training set (subject, sample ids), not
+    # from samples sent; erasure_id names the dataset erasure that made it, if one did.
+    by_reference: bool = False
+    erasure_id: str | None = None
+    # "already_erased": completed at once, with no job, as the samples were erased before.
+    outcome: str | None = None
     error: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
@@ -95,6 +116,89 @@ class BulkDeletion(ApiModel):
     """The answer of a bulk intake (``BulkDeletionOut``): one request per item, in order."""
 
     items: list[DeletionRequest]
+
+
+class Dataset(ApiModel):
+    """A registered training set (``DatasetOut``)."""
+
+    name: str
+    task: str
+    description: str | None = None
+    latest_version: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DatasetColumn(ApiModel):
+    dtype: str
+    shape: list[int]  # per sample
+
+
+class DatasetUpload(ApiModel):
+    format: str
+    sha256: str
+
+
+class DatasetErasure(ApiModel):
+    """How an erasure rewrote a dataset version (``erasure`` of a version made by one)."""
+
+    erased_samples: int
+    shards_rewritten: int
+    bytes_rewritten: int
+
+
+class DatasetVersion(ApiModel):
+    """A version of a training set (``DatasetVersionOut``): an upload, or an erasure's rewrite."""
+
+    version: int
+    status: str  # ready | retired (an erasure replaced it) | purged (its data is gone)
+    source: str  # upload | erasure
+    parent_version: int | None = None
+    n_samples: int
+    n_shards: int
+    shard_samples: int
+    size_bytes: int
+    data_sha256: str
+    columns: dict[str, DatasetColumn]
+    sample_id_type: str
+    has_subjects: bool
+    n_subjects: int
+    upload: DatasetUpload | None = None
+    erasure: DatasetErasure | None = None
+    description: str | None = None
+    created_at: datetime
+    retired_at: datetime | None = None
+
+
+class ErasureRequest(ApiModel):
+    """One model's deletion request within an erasure."""
+
+    id: str
+    model: str
+    status: str
+    job_id: str | None = None
+    result_version: int | None = None
+    outcome: str | None = None
+
+
+class Erasure(ApiModel):
+    """A data subject (or sample ids) erased from a training set and every model trained on it:
+    one deletion request per model (``ErasureOut``)."""
+
+    id: str
+    dataset: str
+    status: str  # queued | running | completed | failed (some model did not forget)
+    subject_digest: str | None = None
+    n_samples: int
+    dataset_version: int  # the version the samples were found in
+    result_dataset_version: int | None = None  # the version without them, once written
+    outcome: str | None = None
+    deletion_requests: list[ErasureRequest]
+    created_at: datetime
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_REQUEST_STATUSES
 
 
 class Job(ApiModel):
@@ -164,6 +268,38 @@ class ChainVerification(ApiModel):
     first_bad_seq: int | None = None
     reason: str | None = None
     signed_head: SignedHead | None = None
+
+
+class ChainStatus(ChainVerification):
+    """One chain in the operator's view (``ChainOut``): its verification and its tenant."""
+
+    tenant: str | None = None
+
+
+class SignedDocument(ApiModel):
+    """A document with the service's detached Ed25519 signature over its JCS form (RFC 8785):
+    certificates, signed receipts, signed audit heads. Check it offline with ``signing_key()``."""
+
+    document: dict[str, Any]
+    signature: str  # base64url, unpadded
+    key_id: str  # RFC 7638 thumbprint of the signing key
+    alg: str | None = None
+    canonicalization: str | None = None
+
+
+class PublicKey(ApiModel):
+    """The service's signing key (``/.well-known/unlearn-signing-key``)."""
+
+    key_id: str
+    alg: str
+    canonicalization: str
+    jwk: dict[str, Any]
+    pem: str
+
+
+class Receipt(ApiModel):
+    """What a deletion request or an erasure did, as the service reports it (a free-form
+    document: every member is kept and ``model_dump()`` gives it whole)."""
 
 
 class ApiKey(ApiModel):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from unlearn_client.operation import Iteration, Operation, R, Resource
 from unlearn_client.ops import audit as audit_ops
+from unlearn_client.ops import datasets as dataset_ops
 from unlearn_client.ops import deletions as deletion_ops
 from unlearn_client.ops import download as download_ops
+from unlearn_client.ops import erasures as erasure_ops
 from unlearn_client.ops import follow as follow_ops
 from unlearn_client.ops import health as health_ops
 from unlearn_client.ops import jobs as job_ops
@@ -35,6 +37,8 @@ class Versions(Resource[R]):
     get = Operation(version_ops.get)
     checkpoint_info = Operation(version_ops.checkpoint_info)
     download = Operation(download_ops.download)
+    retire = Operation(version_ops.retire)
+    rollback = Operation(version_ops.rollback)
 
 
 class DeletionRequests(Resource[R]):
@@ -46,7 +50,35 @@ class DeletionRequests(Resource[R]):
     iterate = Iteration(deletion_ops.iterate)
     get = Operation(deletion_ops.get)
     sample_digests = Operation(deletion_ops.sample_digests)
+    receipt = Operation(deletion_ops.receipt)
+    signed_receipt = Operation(deletion_ops.signed_receipt)
+    certificate = Operation(deletion_ops.certificate)
     wait = Operation(follow_ops.wait_request)
+
+
+class Datasets(Resource[R]):
+    """Registered training sets, and erasing a data subject from them and their models."""
+
+    create = Operation(dataset_ops.create)
+    list = Operation(dataset_ops.list_page)
+    iterate = Iteration(dataset_ops.iterate)
+    get = Operation(dataset_ops.get)
+    upload = Operation(dataset_ops.upload)
+    list_versions = Operation(dataset_ops.list_versions)
+    iterate_versions = Iteration(dataset_ops.iterate_versions)
+    get_version = Operation(dataset_ops.get_version)
+    erase = Operation(dataset_ops.erase)
+
+
+class Erasures(Resource[R]):
+    """Erasures of data subjects (one deletion request per model trained on the data)."""
+
+    list = Operation(erasure_ops.list_page)
+    iterate = Iteration(erasure_ops.iterate)
+    get = Operation(erasure_ops.get)
+    receipt = Operation(erasure_ops.receipt)
+    signed_receipt = Operation(erasure_ops.signed_receipt)
+    wait = Operation(erasure_ops.wait)
 
 
 class Jobs(Resource[R]):
@@ -66,6 +98,10 @@ class Audit(Resource[R]):
     list = Operation(audit_ops.list_page)
     iterate = Iteration(audit_ops.iterate)
     verify = Operation(audit_ops.verify)
+    checkpoints = Operation(audit_ops.checkpoints_page)
+    iterate_checkpoints = Iteration(audit_ops.iterate_checkpoints)
+    chains = Operation(audit_ops.chains_page)
+    iterate_chains = Iteration(audit_ops.iterate_chains)
 
 
 class Keys(Resource[R]):
@@ -83,6 +119,7 @@ class Api(Resource[R]):
     health = Operation(health_ops.health)
     ready = Operation(health_ops.ready)
     metrics = Operation(health_ops.metrics)
+    signing_key = Operation(health_ops.signing_key)
     wait = Operation(follow_ops.wait)
     download = Operation(download_ops.download)
 
@@ -91,6 +128,8 @@ class Api(Resource[R]):
         self.models: Models[R] = Models(runner)
         self.versions: Versions[R] = Versions(runner)
         self.deletions: DeletionRequests[R] = DeletionRequests(runner)
+        self.datasets: Datasets[R] = Datasets(runner)
+        self.erasures: Erasures[R] = Erasures(runner)
         self.jobs: Jobs[R] = Jobs(runner)
         self.audit: Audit[R] = Audit(runner)
         self.keys: Keys[R] = Keys(runner)

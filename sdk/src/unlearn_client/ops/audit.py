@@ -7,7 +7,7 @@ from datetime import datetime
 from unlearn_client import endpoints as api
 from unlearn_client.calls import Options, fetch
 from unlearn_client.flow import EmittingFlow, Flow
-from unlearn_client.models import AuditEvent, ChainVerification, Page
+from unlearn_client.models import AuditEvent, ChainStatus, ChainVerification, Page, SignedDocument
 from unlearn_client.ops.paging import every_item
 
 
@@ -44,3 +44,29 @@ def iterate(
 def verify(options: Options) -> Flow[ChainVerification]:
     """Have the server recompute the whole hash chain: ``ok`` and, if broken, the first bad seq."""
     return (yield from fetch(options, api.VERIFY_AUDIT.request()))
+
+
+def checkpoints_page(
+    options: Options, *, limit: int | None = None, cursor: str | None = None
+) -> Flow[Page[SignedDocument]]:
+    """The signed heads of the tenant's chain, newest first: keep them to check the chain later
+    against what the service signed then."""
+    request = api.LIST_AUDIT_CHECKPOINTS.request(params={"limit": limit, "cursor": cursor})
+    return (yield from fetch(options, request))
+
+
+def iterate_checkpoints(options: Options) -> EmittingFlow[SignedDocument, None]:
+    yield from every_item(lambda cursor: checkpoints_page(options, cursor=cursor))
+
+
+def chains_page(
+    options: Options, *, limit: int | None = None, cursor: str | None = None
+) -> Flow[Page[ChainStatus]]:
+    """Every chain with its verification (admin; the operator sees every tenant's)."""
+    return (
+        yield from fetch(options, api.LIST_AUDIT_CHAINS.request(params={"limit": limit, "cursor": cursor}))
+    )
+
+
+def iterate_chains(options: Options) -> EmittingFlow[ChainStatus, None]:
+    yield from every_item(lambda cursor: chains_page(options, cursor=cursor))

@@ -9,7 +9,7 @@ from typing import Any
 from unlearn_client import endpoints as api
 from unlearn_client.calls import Options, fetch
 from unlearn_client.flow import EmittingFlow, Flow
-from unlearn_client.models import DeletionRequest, Page, SampleDigests
+from unlearn_client.models import DeletionRequest, Page, Receipt, SampleDigests, SignedDocument
 from unlearn_client.ops.paging import every_item
 from unlearn_client.spec import FileInput, Upload
 
@@ -20,6 +20,7 @@ def submit(
     forget_set: FileInput | None = None,
     *,
     samples: Mapping[str, Sequence[Any]] | None = None,
+    sample_ids: Sequence[str | int] | None = None,
     subject: str | None = None,
     method: str | None = None,
     params: Mapping[str, Any] | None = None,
@@ -27,16 +28,24 @@ def submit(
     policy: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
 ) -> Flow[DeletionRequest]:
-    """Ask the service to forget samples: a ``forget_set`` file (safetensors or .npz: a path, bytes
-    or a binary file) or inline ``samples`` (``{"inputs": [...], "labels": [...]}``), not both.
+    """Ask the service to forget samples, given one of three ways:
 
-    Answered 202 at once: the request is queued; follow it with ``wait(request.id)``. The request
-    carries an Idempotency-Key (``idempotency_key`` or one made here), so a retry after a lost
-    answer gets the same request back instead of a second one.
+    - ``forget_set``: a file (safetensors or .npz: a path, bytes or a binary file);
+    - ``samples``: inline, ``{"inputs": [...], "labels": [...]}``;
+    - by reference to the model's registered training set: ``sample_ids`` and/or ``subject``
+      (every sample of that data subject). With a file or samples, ``subject`` is a label only.
+
+    Answered 202 at once: the request is queued; follow it with ``wait(request)``. Samples that
+    were already erased make a request completed at once (``outcome == "already_erased"``). The
+    request carries an Idempotency-Key (``idempotency_key`` or one made here), so a retry after a
+    lost answer gets the same request back instead of a second one.
     """
-    if (forget_set is None) == (samples is None):
-        raise ValueError("pass either forget_set (a file) or samples (inline), not both or neither")
+    given = [forget_set is not None, samples is not None, sample_ids is not None]
+    by_reference = not any(given) and subject is not None
+    if sum(given) + by_reference != 1:
+        raise ValueError("pass one of forget_set (a file), samples (inline), or sample_ids/subject")
     options_fields: dict[str, Any] = {
+        "sample_ids": list(sample_ids) if sample_ids is not None else None,
         "subject": subject,
         "method": method,
         "params": dict(params) if params is not None else None,
@@ -45,11 +54,12 @@ def submit(
     }
     fields = {k: v for k, v in options_fields.items() if v is not None}
     path = {"name": model}
-    if samples is not None:
-        body = {"samples": {k: list(v) for k, v in samples.items()}, **fields}
+    if forget_set is None:
+        body = dict(fields)
+        if samples is not None:
+            body["samples"] = {k: list(v) for k, v in samples.items()}
         request = api.SUBMIT_DELETION.request(path, json=body, idempotency_key=idempotency_key)
     else:
-        assert forget_set is not None
         # Multipart text fields: objects as JSON, numbers as decimal text (what the server parses).
         data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
         files = {"forget_set": Upload.of(forget_set, "forget.safetensors")}
@@ -103,6 +113,22 @@ def iterate(
 
 def get(options: Options, request_id: str) -> Flow[DeletionRequest]:
     return (yield from fetch(options, api.GET_DELETION.request({"request_id": request_id})))
+
+
+def receipt(options: Options, request_id: str) -> Flow[Receipt]:
+    """What the request did, as the service reports it (a free-form document)."""
+    return (yield from fetch(options, api.DELETION_RECEIPT.request({"request_id": request_id})))
+
+
+def signed_receipt(options: Options, request_id: str) -> Flow[SignedDocument]:
+    """The receipt with the service's Ed25519 signature, to keep and check offline."""
+    request = api.SIGNED_DELETION_RECEIPT.request({"request_id": request_id}, params={"signed": "true"})
+    return (yield from fetch(options, request))
+
+
+def certificate(options: Options, request_id: str) -> Flow[SignedDocument]:
+    """The signed erasure certificate of a completed request."""
+    return (yield from fetch(options, api.DELETION_CERTIFICATE.request({"request_id": request_id})))
 
 
 def sample_digests(options: Options, request_id: str) -> Flow[SampleDigests]:

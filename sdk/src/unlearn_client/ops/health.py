@@ -5,7 +5,7 @@ from __future__ import annotations
 from unlearn_client import endpoints as api
 from unlearn_client.calls import Options, call, fetch
 from unlearn_client.flow import Flow
-from unlearn_client.models import Health, Readiness
+from unlearn_client.models import Health, PublicKey, Readiness
 
 
 def health(options: Options) -> Flow[Health]:
@@ -23,3 +23,8 @@ def metrics(options: Options) -> Flow[str]:
     """The Prometheus metrics, as text."""
     response = yield from call(options, api.METRICS.request().spec)
     return response.text
+
+
+def signing_key(options: Options) -> Flow[PublicKey]:
+    """The key that signs certificates, receipts and audit heads (JWK and PEM), to check them offline."""
+    return (yield from fetch(options, api.SIGNING_KEY.request()))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from unlearn_client import endpoints as api
 from unlearn_client.calls import Options, call, fetch
@@ -24,14 +27,27 @@ def upload(
     eval_set: FileInput | None = None,
     *,
     description: str | None = None,
+    dataset: str | None = None,
+    dataset_version: int | None = None,
+    recipe: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
 ) -> Flow[Version]:
     """Upload a safetensors checkpoint (a path, bytes or a binary file) as the model's next version,
-    with an optional holdout set for verification; 422 if it does not load into the architecture."""
+    with an optional holdout set for verification; 422 if it does not load into the architecture.
+
+    ``dataset`` (and ``dataset_version``, default its latest) names the registered training set
+    it was trained on, so that erasures of that set reach this model; ``recipe`` says how it was
+    trained (what ``retrain`` replays)."""
     files = {"checkpoint": Upload.of(checkpoint, "model.safetensors")}
     if eval_set is not None:
         files["eval_set"] = Upload.of(eval_set, "eval.safetensors")
-    data = {"description": description} if description is not None else None
+    fields = {
+        "description": description,
+        "dataset": dataset,
+        "dataset_version": str(dataset_version) if dataset_version is not None else None,
+        "recipe": json.dumps(dict(recipe)) if recipe is not None else None,
+    }
+    data = {k: v for k, v in fields.items() if v is not None}
     request = api.UPLOAD_VERSION.request(
         {"name": model}, files=files, data=data, idempotency_key=idempotency_key
     )
@@ -53,6 +69,22 @@ def iterate(options: Options, model: str) -> EmittingFlow[Version, None]:
 
 def get(options: Options, model: str, version: VersionRef = "latest") -> Flow[Version]:
     return (yield from fetch(options, api.GET_VERSION.request({"name": model, "v": version})))
+
+
+def retire(options: Options, model: str, version: VersionRef) -> Flow[Version]:
+    """Retire a version: its checkpoint answers 410 Gone, its blob goes after a grace period."""
+    return (yield from fetch(options, api.RETIRE_VERSION.request({"name": model, "v": version})))
+
+
+def rollback(
+    options: Options, model: str, to_version: int, *, idempotency_key: str | None = None
+) -> Flow[Version]:
+    """Make an earlier version's checkpoint the latest again, as a new version (never one that
+    held erased data: 409)."""
+    request = api.ROLLBACK.request(
+        {"name": model}, json={"to_version": to_version}, idempotency_key=idempotency_key
+    )
+    return (yield from fetch(options, request))
 
 
 def checkpoint_info(options: Options, model: str, version: VersionRef = "latest") -> Flow[CheckpointInfo]:
