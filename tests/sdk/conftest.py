@@ -36,9 +36,12 @@ from tests.integration.conftest import (  # noqa: F401  (digits is a fixture use
     ROOT,
     TREE_MARKER_ENV,
     Digits,
+    cmdline,
+    descendants,
     digits,
     kill_process_tree,
     new_tree_marker,
+    paused,
 )
 from tests.sdk.faults import FaultProxy
 
@@ -58,6 +61,7 @@ class Server:
     admin_key: str
     data_dir: Path
     log_path: Path
+    proc: subprocess.Popen[bytes]
 
     @property
     def port(self) -> int:
@@ -68,6 +72,12 @@ class Server:
 
     def client(self, **kwargs: Any) -> Client:
         return Client(self.url, self.admin_key, **kwargs)
+
+    def worker_paused(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the worker (SIGSTOP) for a block: jobs stay queued until it ends."""
+        worker = [p for p in descendants(self.proc.pid) if "worker.celery_app" in cmdline(p)]
+        assert worker, "no worker below `unlearn-service run`: " + self.log()
+        return paused([q for p in worker for q in (p, *descendants(p))])
 
     def env(self, **extra: str) -> dict[str, str]:
         """An environment for a subprocess that talks to this server (the CLI)."""
@@ -107,7 +117,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, url, log_path)
-        yield Server(url, ADMIN_KEY, tmp / "var", log_path)
+        yield Server(url, ADMIN_KEY, tmp / "var", log_path, proc)
     finally:
         kill_process_tree(proc, marker)
 

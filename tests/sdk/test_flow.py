@@ -5,6 +5,7 @@ digest, verify the audit chain. Once with each client."""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,14 @@ def test_waiting_for_a_request_again_returns_at_once(server: Server, registered:
 
 def test_wait_times_out(server: Server, registered: str, digits: Digits) -> None:
     with server.client() as client:
-        request = client.deletions.submit(registered, samples=digits.samples([0]))
-        job = client.jobs.get(request.job_id or "")
-        if job.is_terminal:
-            pytest.skip("the worker was quicker than the timeout")
-        with pytest.raises(WaitTimeout) as timed_out:
-            client.wait(job, timeout=0.01, progress=False)
-        assert timed_out.value.job_id == job.id
-        assert client.wait(job, timeout=240).is_terminal
+        with server.worker_paused():  # the job stays queued
+            request = client.deletions.submit(registered, samples=digits.samples([0]))
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout) as timed_out:
+                client.wait(request, timeout=0.5)
+            # On time, though the event stream is silent for 15 s between keep-alives.
+            assert time.monotonic() - started < 3
+            assert timed_out.value.job_id == request.job_id
+            with pytest.raises(WaitTimeout):
+                client.jobs.wait(request.job_id or "", timeout=0.5)
+        assert client.jobs.wait(request.job_id or "", timeout=240).is_terminal

@@ -62,6 +62,8 @@ class RequestSpec:
     # honours): only then is a request retried after a failure that may have reached the server.
     replay_safe: bool = False
     retries: bool = True
+    # Seconds for each phase (connect, read...) instead of the client's timeout.
+    timeout: float | None = None
 
     @contextlib.contextmanager
     def build(self, client: httpx.Client | httpx.AsyncClient) -> Iterator[httpx.Request]:
@@ -80,4 +82,5 @@ class RequestSpec:
                 data=dict(self.data) if self.data is not None else None,
                 files=files,
                 headers=dict(self.headers),
+                timeout=self.timeout if self.timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )

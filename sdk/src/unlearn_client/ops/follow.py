@@ -8,6 +8,7 @@ follows a deletion request through the job(s) that serve it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -63,12 +64,17 @@ class _Follower:
 _ENDED, _INTERRUPTED = "ended", "interrupted"
 
 
+# The server sends a keep-alive at least every 15 s: a longer silence is a dead connection.
+_MAX_SILENCE = 60.0
+
+
 def _stream_once(options: Options, state: _Follower) -> EmittingFlow[Job, str]:
     """Read one SSE connection; returns whether the job ended or the stream stopped before."""
-    stream = yield from open_stream(
-        options,
-        api.JOB_EVENTS.request({"job_id": state.job_id}, headers={"Accept": "text/event-stream"}).spec,
-    )
+    spec = api.JOB_EVENTS.request({"job_id": state.job_id}, headers={"Accept": "text/event-stream"}).spec
+    # Waiting for the next event never outlasts the caller's deadline: the read times out then.
+    left = state.remaining()
+    spec = dataclasses.replace(spec, timeout=_MAX_SILENCE if left is None else min(left, _MAX_SILENCE))
+    stream = yield from open_stream(options, spec)
     try:
         outcome = yield from _read_events(stream, state)
     except httpx.TransportError:
@@ -96,13 +102,13 @@ def _read_events(stream: Stream, state: _Follower) -> EmittingFlow[Job, str]:
 def events(options: Options, job_id: str, *, timeout: float | None = None) -> EmittingFlow[Job, Job]:
     """Emit the job each time its status, stage or progress changes, until it ends; return it.
 
-    ``timeout`` (seconds) raises WaitTimeout; while streaming it is checked as events and
-    keep-alives arrive (every 15 s at least).
+    ``timeout`` (seconds) raises WaitTimeout.
     """
     state = _Follower(job_id, timeout, time.monotonic())
     use_sse = options.use_sse
     fruitless = 0  # stream connections in a row that ended before the job without any news
     while True:
+        state.remaining()
         if use_sse:
             before = state.last
             try:
