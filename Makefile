@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint bench-quality bench-speed bench-service clean
+.PHONY: install browser run test lint console-screenshots bench-quality bench-speed bench-service clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,11 +29,25 @@ run: $(STAMP)
 	UNLEARN_ADMIN_KEY="$${UNLEARN_ADMIN_KEY:-$$(cat var/admin-key)}" \
 		$(BIN)/unlearn-service run --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# The console's browser tests drive Debian's Chromium through Playwright, which cannot download
+# browsers of its own here: install the distribution's when it is missing and we are root.
+# Elsewhere the tests say how (and with CI=true they fail: they never skip in CI).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "browser: $(CHROMIUM) is missing; as root run: apt-get install chromium chromium-driver" >&2; fi
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Runs the console's browser tests and keeps their screenshots in docs/console/ (docs/console.md).
+console-screenshots: $(STAMP) browser
+	UNLEARN_CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q -p no:cacheprovider tests/console
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
