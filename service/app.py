@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from service.deletions.routes import router as deletions_router
     from service.erasures.routes import router as erasures_router
     from service.jobs.routes import router as jobs_router
+    from service.jobs.routes import training_router
     from service.keys.routes import router as keys_router
     from service.ops.routes import router as ops_router
     from service.receipts.routes import router as receipts_router
@@ -97,16 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deletions_router,
         erasures_router,
         jobs_router,
+        training_router,
         audit_router,
         keys_router,
         certificates_router,
         receipts_router,
     ):
         app.include_router(router)
-    # The web console (static files; its data come from the routes above, with the user's key).
-    from service.console.routes import router as console_router
-
-    app.include_router(console_router)
     install_error_handlers(app)
     # Added last = outermost: the size limit sees the request before anything reads it, the
     # observability middleware wraps it so even a 413 gets a request id and a log line, and the

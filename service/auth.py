@@ -30,6 +30,8 @@ SCOPES: tuple[str, ...] = (
     "deletions:write",
     "jobs:read",
     "audit:read",
+    "webhooks:read",
+    "webhooks:write",
     "admin",
 )
 ADMIN_SCOPE = "admin"

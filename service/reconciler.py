@@ -29,6 +29,7 @@ from service.db import db_time, session_scope, utcnow
 from service.jobs import lifecycle
 from service.jobs.errors import JobError
 from service.jobs.states import JobStatus
+from service.jobs.exactness import schedule_due
 from service.jobs.training_data import purge_replaced_data
 from service.outbox import publish_rows, unpublished_ids
 from service.registry.retirement import delete_expired_blobs
@@ -130,6 +131,7 @@ def reconcile_once(ctx: ServiceContext) -> dict[str, int]:
     grace = ctx.settings.retired_checkpoint_grace_seconds
     stats["retired_blobs_deleted"] = delete_expired_blobs(ctx.session_factory, ctx.storage, grace, grace)
     stats["dataset_versions_purged"] = purge_replaced_data(ctx, ctx.settings.erased_data_grace_seconds)
+    stats["exact_retrains_queued"] = schedule_due(ctx)
     if any(v for k, v in stats.items() if k != "outbox_dropped"):
         log.info("reconciled", **stats)
     return stats

@@ -97,6 +97,35 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = Field(default=1, ge=1)
 
+    # Webhooks (service/webhooks, docs/webhooks.md). Destinations resolving to loopback, private,
+    # link-local, multicast, reserved or unspecified addresses are refused (SSRF) unless listed
+    # here: IPs, CIDRs or host names, comma-separated or JSON (UNLEARN_WEBHOOK_ALLOWED_HOSTS).
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # False: only the destinations listed above, public ones included.
+    webhook_allow_public_destinations: bool = True
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_seconds: float = Field(default=10.0, gt=0)  # before the 2nd attempt; doubles
+    webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)  # connect, and the whole answer
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)  # read from an answer, at most
+    webhook_max_per_tenant: int = Field(default=50, ge=1)
+    # The API's delivery thread runs beside its reconciler thread (run_reconciler_in_api) unless
+    # this is false; reconcile_once delivers too.
+    webhook_delivery_in_api: bool = True
+    webhook_poll_seconds: float = Field(default=2.0, gt=0)
+    webhook_batch_size: int = Field(default=50, ge=1)  # deliveries claimed per pass
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)  # sends in flight per process
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
     @field_validator("hf_config_dirs", mode="before")
     @classmethod
     def _split_dirs(cls, value: Any) -> Any:

@@ -365,3 +365,55 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(128))  # base64url, unpadded (64 bytes)
+
+
+class Webhook(Base):
+    """A tenant's callback URL for the events it names (of one model, or of the whole tenant)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("whk"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    # None: every model of the tenant (and tenant-wide events: erasures).
+    model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), nullable=True, index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The signing secret sealed with AES-GCM under a key derived from the service secret
+    # (service/webhooks/sealing.py): HMAC needs the secret itself, so it cannot be hashed, and a
+    # copy of the database alone must not let anyone forge our signatures.
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    created_by_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: an outbox row written in the transaction of the state change it
+    announces, sent (and re-sent) by service/webhooks/delivery.py until delivered or dead."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at"),
+    )
+
+    # Also the Standard Webhooks message id (webhook-id header): the same on every attempt, so a
+    # receiver can drop a duplicate.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("msg"))
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # the body: {"type", "timestamp", "data"}
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # DeliveryStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When it is due; while a sender holds it, the end of its claim (a crashed sender's claim lapses).
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The audit event it announces.
+    audit_chain: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

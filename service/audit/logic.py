@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from service.audit.hashing import GENESIS_HASH, hash_of, normalise_payload
 from service.db import utcnow
 from service.tables import AuditEvent, AuditHead
+from service.webhooks.enqueue import enqueue_deliveries
 
 SYSTEM_CHAIN = "system"  # tenant ids are "ten_…", so this key never names a tenant's chain
 
@@ -84,4 +85,6 @@ def append_event(
     head.seq = event.seq
     head.hash = event.hash
     session.flush()
+    # Webhooks announcing this change are outbox rows of the same transaction (at least once).
+    enqueue_deliveries(session, event)
     return event

@@ -30,6 +30,7 @@ from service.deletions.reference import (
 from service.deletions.schemas import DeletionRequestOut, SampleDigestsOut
 from service.deps import Principal
 from service.errors import Problem, conflict, not_found, unprocessable
+from service.jobs.exactness import stages
 from service.jobs.policy import AcceptancePolicy, PolicyLimitError
 from service.jobs.states import JobStatus, RequestStatus
 from service.listing import ModelListQuery, page_model_rows
@@ -562,6 +563,8 @@ def to_out(req: DeletionRequest, model_name: str, key: bytes) -> DeletionRequest
         by_reference=req.dataset_id is not None,
         erasure_id=req.erasure_id,
         outcome=req.outcome,
+        exact_version=req.exact_version,
+        stages=stages(req),
         error=req.error,
         created_at=req.created_at,
         updated_at=req.updated_at,

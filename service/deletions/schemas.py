@@ -72,6 +72,9 @@ class DeletionRequestOut(BaseModel):
     by_reference: bool = False  # the samples were found in the model's registered training set
     erasure_id: str | None = None  # the subject erasure this request is part of
     outcome: str | None = None  # "already_erased": completed at once, nothing left to forget
+    exact_version: int | None = None  # eventual exactness: the version retrained without it
+    # e.g. [{"stage": "approximate", "version": 2}, {"stage": "exact", "version": 4}]
+    stages: list[dict[str, Any]] = Field(default_factory=list)
     error: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime

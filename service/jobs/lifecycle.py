@@ -27,7 +27,7 @@ from service.db import db_time, utcnow
 from service.jobs.errors import JobError, ModelBusy, NotClaimable
 from service.jobs.fairness import check_fair_share
 from service.jobs.policy import AcceptancePolicy
-from service.jobs.states import REQUEST_STATUS_FOR_JOB, TERMINAL_REQUEST, JobStatus, RequestStatus
+from service.jobs.states import REQUEST_STATUS_FOR_JOB, TERMINAL_REQUEST, JobKind, JobStatus, RequestStatus
 from service.json_safe import json_safe
 from service.outbox import enqueue_job
 from service.tables import DeletionRequest, Job, Model
@@ -42,13 +42,16 @@ class Claim:
     model_id: str
     tenant_id: str
     model_name: str
-    base_version: int
+    base_version: int | None  # None: a training job on a model with no version yet
     attempt: int
     max_attempts: int
     method: str
     params: dict[str, Any]
     policy: AcceptancePolicy
     seed: int
+    kind: JobKind = JobKind.UNLEARN
+    dataset_version_id: str | None = None
+    reason: str | None = None
 
 
 def claim(
@@ -116,7 +119,8 @@ def claim(
     model = session.scalars(
         select(Model).where(Model.id == job.model_id).execution_options(populate_existing=True)
     ).one()
-    if model.latest_version is None:  # intake refuses models without a version; be explicit anyway
+    if model.latest_version is None and job.kind != JobKind.TRAIN:
+        # Intake refuses models without a version; only a training job can make the first one.
         raise NotClaimable(f"model {model.name} has no version")
     # A job always starts from the newest version: no job forks from data another job removed.
     job.base_version = model.latest_version
@@ -148,6 +152,9 @@ def claim(
         params=dict(job.params or {}),
         policy=AcceptancePolicy.model_validate(job.policy or {}),
         seed=job.seed,
+        kind=JobKind(job.kind),
+        dataset_version_id=job.dataset_version_id,
+        reason=job.reason,
     )
 
 

@@ -29,6 +29,9 @@ def to_out(job: Job, model_name: str, request_ids: list[str]) -> JobOut:
     return JobOut(
         id=job.id,
         model=model_name,
+        kind=job.kind,
+        reason=job.reason,
+        method_reason=job.method_reason,
         method=job.method,
         params=dict(job.params or {}),
         policy=dict(job.policy or {}),

@@ -18,6 +18,7 @@ from service.context import ServiceContext
 from service.db import utcnow
 from service.jobs import lifecycle
 from service.jobs.errors import LostLease
+from service.jobs.exactness import maybe_schedule
 from service.jobs.inputs import JobInputs
 from service.jobs.lifecycle import Claim
 from service.jobs.states import JobStatus, RequestStatus
@@ -88,6 +89,7 @@ def publish_result(
         recipe=inputs.base.recipe,
     )
     # Every earlier version still carries the erased samples' influence.
+    assert claim.base_version is not None, "an unlearning job always has a base version"
     retired = retire_superseded(s, model_row, claim.base_version, actor=actor, job_id=claim.job_id)
     s.execute(
         update(Job)
@@ -129,5 +131,7 @@ def publish_result(
         },
     )
     lifecycle.enqueue_next_job(s, claim.model_id, exclude=claim.job_id)
+    # Count this erasure toward the model's eventual exactness (an exact retrain when due).
+    maybe_schedule(s, ctx, model_row, actor)
     purge_after_commit(s, inputs.request_ids)
     return version.version

@@ -21,6 +21,7 @@ import structlog
 
 from service.context import ServiceContext
 from service.db import session_scope
+from service.errors import Problem
 from service.jobs import lifecycle
 from service.jobs.errors import JobError, LostLease, ModelBusy, NotClaimable, PolicyRejected
 from service.jobs.fairness import TenantBusy
@@ -28,7 +29,8 @@ from service.jobs.inputs import load_inputs
 from service.jobs.lifecycle import Claim
 from service.jobs.liveness import Liveness
 from service.jobs.publish import publish_result
-from service.jobs.states import JobStatus, RunOutcome
+from service.jobs.states import JobKind, JobStatus, RunOutcome
+from service.jobs.training import run_training
 from service.json_safe import json_safe
 from unlearning import CancelledError, DivergedError, InvalidInputError, state_dict_bytes, unlearn
 
@@ -62,6 +64,10 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
     try:
         with live:
             live.progress("load", 0.0)
+            if claim.kind == JobKind.TRAIN:
+                version = run_training(ctx, claim, worker_id, live)
+                jlog.info("job_succeeded", result_version=version, kind=str(claim.kind))
+                return RunOutcome.SUCCEEDED
             inputs = load_inputs(ctx, claim)
             result = unlearn(
                 claim.method,
@@ -116,6 +122,8 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
         )
     except (InvalidInputError, DivergedError) as exc:
         return _end(ctx, claim, worker_id, JobStatus.FAILED, JobError.of(exc))
+    except Problem as exc:  # e.g. the training set could not be read: a verdict, not a blip
+        return _end(ctx, claim, worker_id, JobStatus.FAILED, JobError(exc.title, exc.detail or exc.title))
     except LostLease as exc:
         jlog.warning("job_abandoned", reason=str(exc))
         return RunOutcome.LOST_LEASE

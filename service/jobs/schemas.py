@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobOut(BaseModel):
     id: str
     model: str
+    kind: str = "unlearn"  # unlearn | train
+    reason: str | None = None  # a training job's: requested | exactness
+    method_reason: str | None = None  # why this method ran
     method: str
     params: dict[str, Any]
     policy: dict[str, Any]
@@ -36,3 +39,13 @@ class JobOut(BaseModel):
 class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = None
+
+
+class TrainingJobIn(BaseModel):
+    """``POST /v1/models/{name}/training-jobs``: what to train on, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(max_length=200)
+    dataset_version: str | None = Field(None, max_length=20, description="a number or latest (default)")
+    recipe: dict[str, Any] | None = Field(None, description="the retrain method's params plus seed")

@@ -5,6 +5,16 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class JobKind(StrEnum):
+    UNLEARN = "unlearn"  # deletion requests: forget their samples
+    TRAIN = "train"  # a version trained from a dataset version and a recipe
+
+
+class TrainReason(StrEnum):
+    REQUESTED = "requested"  # an owner asked for it
+    EXACTNESS = "exactness"  # eventual exactness: retrain without every erased sample
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -147,6 +147,7 @@ def model_out(model: Model) -> dict[str, Any]:
         "description": model.description,
         "tags": list(model.tags or []),
         "latest_version": model.latest_version,
+        "exactness": model.exactness,
         "created_at": model.created_at,
         "updated_at": model.updated_at,
     }

@@ -16,7 +16,7 @@ from service.deps import Context, DbSession, Principal, require
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, paginate
 from service.registry import lineage, logic, retirement
 from service.registry.download import artifact_response
-from service.registry.schemas import ModelCreate, ModelOut, RollbackIn, VersionOut
+from service.registry.schemas import ModelCreate, ModelOut, ModelPatch, RollbackIn, VersionOut
 from service.tables import Model, ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -27,7 +27,13 @@ Reader = Annotated[Principal, Depends(require("models:read"))]
 Writer = Annotated[Principal, Depends(require("models:write"))]
 
 
-@router.post("", status_code=201, response_model=ModelOut, summary="Register a model")
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelOut,
+    summary="Register a model",
+    responses={409: {"description": "a model of that name exists"}},
+)
 def create_model(
     body: ModelCreate, session: DbSession, principal: Writer, ctx: Context, response: Response
 ) -> Any:
@@ -60,12 +66,37 @@ def get_model(name: str, session: DbSession, principal: Reader) -> Any:
     return logic.model_out(logic.get_model(session, principal.tenant_id, name))
 
 
+@router.patch("/{name}", response_model=ModelOut, summary="Change a model's settings (eventual exactness)")
+def patch_model(name: str, body: ModelPatch, session: DbSession, principal: Writer) -> Any:
+    model = logic.get_model(session, principal.tenant_id, name, for_update=True)
+    changed = body.model_dump(exclude_unset=True)
+    if "exactness" in changed:
+        policy = changed["exactness"] or {}
+        model.exactness = {k: v for k, v in policy.items() if v is not None} or None
+    if "description" in changed:
+        model.description = body.description
+    session.flush()
+    append_event(
+        session,
+        actor=principal.actor,
+        action="model.updated",
+        tenant_id=principal.tenant_id,
+        model=model.name,
+        object_id=model.id,
+        payload={"changed": sorted(changed), "exactness": model.exactness},
+    )
+    return logic.model_out(model)
+
+
 @router.post(
     "/{name}/versions",
     status_code=201,
     response_model=VersionOut,
     summary="Upload a version (safetensors checkpoint, optional eval set)",
-    responses={422: {"description": "the checkpoint or eval set does not fit the model"}},
+    responses={
+        409: {"description": "the named training set's version was replaced, or a concurrent upload won"},
+        422: {"description": "the checkpoint or eval set does not fit the model"},
+    },
 )
 async def upload_version(
     name: str,
@@ -144,6 +175,7 @@ def get_version(name: str, v: str, session: DbSession, principal: Reader) -> Any
     "/{name}/versions/{v}",
     response_model=VersionOut,
     summary="Retire a version: its checkpoint answers 410 Gone, its blob goes after a grace period",
+    responses={409: {"description": "the version is the model's latest: roll back first"}},
 )
 def retire_version(name: str, v: str, session: DbSession, principal: Writer) -> Any:
     version = retirement.retire_by_owner(session, principal.tenant_id, name, v, principal.actor)
@@ -155,6 +187,10 @@ def retire_version(name: str, v: str, session: DbSession, principal: Writer) -> 
     status_code=201,
     response_model=VersionOut,
     summary="Make an earlier version's checkpoint the latest again (never one that held erased data)",
+    responses={
+        409: {"description": "a job runs, the version is the latest, or it held data erased since"},
+        410: {"description": "the version's checkpoint was deleted after its grace period"},
+    },
 )
 def rollback(name: str, body: RollbackIn, session: DbSession, principal: Writer, response: Response) -> Any:
     version = retirement.rollback(session, principal.tenant_id, name, body.to_version, principal.actor)
@@ -162,10 +198,12 @@ def rollback(name: str, body: RollbackIn, session: DbSession, principal: Writer,
     return logic.version_out(version, lineage.training_data(session, version))
 
 
+_CHECKPOINT_HEADERS = {h: {"schema": {"type": "string"}} for h in ("ETag", "Repr-Digest", "Accept-Ranges")}
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}},
-    206: {"description": "a byte range"},
+    200: {"content": {"application/octet-stream": {}}, "headers": _CHECKPOINT_HEADERS},
+    206: {"description": "a byte range", "content": {"application/octet-stream": {}}},
     304: {"description": "If-None-Match matched"},
+    410: {"description": "the version was retired: its checkpoint is no longer served"},
     416: {"description": "range not satisfiable"},
 }
 
@@ -181,6 +219,7 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     "/{name}/versions/{v}/checkpoint",
     summary="Headers of a checkpoint download (size, ETag, Repr-Digest)",
     response_class=Response,
+    responses=_DOWNLOAD_RESPONSES,
     operation_id="head_checkpoint",
 )
 def download_checkpoint(

@@ -44,8 +44,27 @@ class ModelOut(BaseModel):
     description: str | None
     tags: list[str]
     latest_version: int | None
+    exactness: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class ModelPatch(BaseModel):
+    """``PATCH /v1/models/{name}``: settings of a model (absent fields are left as they are)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exactness: ExactnessIn | None = Field(
+        None, description="retrain exactly after N erasures or T hours; {} turns it off"
+    )
+    description: str | None = Field(None, max_length=10_000)
+
+
+class ExactnessIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after_erasures: int | None = Field(None, ge=1, le=100_000)
+    after_hours: float | None = Field(None, gt=0, le=24 * 365)
 
 
 class EvalSetOut(BaseModel):
@@ -63,7 +82,10 @@ class TrainingDataOut(BaseModel):
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    to_version: int = Field(ge=1, description="the version whose checkpoint becomes the new latest")
+    # Bounded like the version column (INTEGER): a larger number was a database error, a 500.
+    to_version: int = Field(
+        ge=1, le=2**31 - 1, description="the version whose checkpoint becomes the new latest"
+    )
 
 
 class VersionOut(BaseModel):

@@ -244,3 +244,38 @@ def test_bad_links_are_refused(api: ApiClient, digits: Digits) -> None:
 
 def _debug(api: ApiClient, job_id: str) -> Any:
     return api.get(f"/v1/jobs/{job_id}").json()
+
+
+def test_training_jobs_and_eventual_exactness(api: ApiClient, digits: Digits) -> None:
+    _setup(api, digits, models=("a",))
+    # A training job makes a version of a new model from the registered data and a recipe.
+    api.create_model("fresh", ARCH)
+    recipe = {**RECIPE, "epochs": 5, "gradient_restriction_alpha": 0.005}
+    r = api.post("/v1/models/fresh/training-jobs", json={"dataset": "train", "recipe": recipe})
+    assert r.status_code == 202 and r.json()["kind"] == "train", r.text
+    outcome = run_job(api.ctx, r.json()["id"], "w1")
+    assert outcome == RunOutcome.SUCCEEDED, _debug(api, r.json()["id"])["error"]
+    v1 = api.get("/v1/models/fresh/versions/1").json()
+    assert v1["training_data"] == {"dataset": "train", "version": 1} and v1["recipe"]["epochs"] == 5
+    bad = api.post("/v1/models/fresh/training-jobs", json={"dataset": "train", "recipe": {"epochs": 0}})
+    assert bad.status_code == 422
+
+    # Eventual exactness: after one erasure, model a is retrained exactly on the data left.
+    r = api.patch("/v1/models/a", json={"exactness": {"after_erasures": 1}})
+    assert r.status_code == 200 and r.json()["exactness"] == {"after_erasures": 1}, r.text
+    req = api.post("/v1/models/a/deletion-requests", json={"subject": "user-1"}).json()
+    publisher = api.ctx.publisher
+    assert isinstance(publisher, FakePublisher)
+    publisher.sent.clear()
+    assert run_job(api.ctx, req["job_id"], "w1") == RunOutcome.SUCCEEDED
+    [(_, payload)] = publisher.sent  # the exact retrain was queued when the erasure published
+    exact_job = api.get(f"/v1/jobs/{payload['job_id']}").json()
+    assert exact_job["kind"] == "train" and exact_job["reason"] == "exactness"
+    assert run_job(api.ctx, exact_job["id"], "w1") == RunOutcome.SUCCEEDED
+    done = api.get(f"/v1/deletion-requests/{req['id']}").json()
+    assert done["stages"] == [{"stage": "approximate", "version": 2}, {"stage": "exact", "version": 3}]
+    v3 = api.get("/v1/models/a/versions/3").json()
+    assert v3["training_data"] == {"dataset": "train", "version": 2}, "retrained without the subject"
+    gap = v3["metrics"]["approximate_vs_exact"]
+    assert 0 <= gap["agreement"] <= 1 and gap["eval_accuracy_gap_points"] >= 0
+    assert api.get("/v1/models/a/versions/2/checkpoint").status_code == 410
