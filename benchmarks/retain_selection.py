@@ -62,17 +62,17 @@ CANDIDATES: dict[str, Candidate] = {
     "scrub": Candidate(
         "scrub",
         {
-            "lr": [1e-3, 3e-3],
+            "lr": [1e-4, 3e-4, 1e-3],
             "temperature": [1.0, 4.0],
-            "forget_batch_size": [16, 32],
-            "repair_fraction": [0.1, 0.25, 0.5],
+            "forget_batch_size": [32, 128],
+            "repair_fraction": [0.25, 1.0],
         },
     ),
     "neggrad_plus": Candidate(
         "neggrad_plus",
-        {"lr": [1e-3, 3e-3], "beta": [0.8, 0.9, 0.95], "repair_fraction": [0.1, 0.25, 0.5, 1.0]},
+        {"lr": [3e-4, 1e-3, 3e-3], "beta": [0.9, 0.95, 0.99], "repair_fraction": [0.25, 0.5, 1.0]},
     ),
-    "finetune": Candidate("finetune", {"lr": [1e-3, 3e-3, 1e-2], "epochs": [5, 10, 20]}),
+    "finetune": Candidate("finetune", {"lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "epochs": [5, 10]}),
     "iau": Candidate("iau", {"lr": [1e-3, 3e-3, 1e-2], "steps": [1, 3, 10, 30]}),
 }
 ROW_ORDER = [

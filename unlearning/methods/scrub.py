@@ -34,10 +34,12 @@ from unlearning.types import Task
 
 
 class SCRUBParams(RetainLoopParams):
+    # lr 3e-3 (the other methods' default) collapses the memorising MNIST-1D MLP (retain accuracy 0.25).
+    lr: float = Field(1e-3, gt=0, le=10)
     max_epochs: int = Field(10, ge=0, le=10_000)  # epochs that may start with a max pass (msteps)
     forget_batch_size: int = Field(32, ge=1, le=1_000_000)
-    # Not the paper's T = 4: T = 1 was best on the memorising MNIST-1D MLP in the grid of
-    # benchmarks/retain_selection.py (seed 0), and as good on digits.
+    # Not the paper's T = 4: T = 1 did better on the memorising MNIST-1D MLP in the grid of
+    # benchmarks/retain_selection.py (seed 0).
     temperature: float = Field(1.0, gt=0, le=100)
     ce_weight: float = Field(1.0, ge=0, le=1e3)  # γ
     kl_weight: float = Field(1.0, ge=0, le=1e3)  # α
