@@ -189,7 +189,12 @@ class Console:
 
     def go(self, route: str) -> None:
         """Another page of the already loaded app (a hash change: no reload)."""
-        self.page.evaluate("route => { window.location.hash = route; }", route)
+        # Marked first: the hashchange comes later, and the old page's "ready" must not count.
+        self.page.evaluate(
+            "route => { document.getElementById('main').dataset.state = 'navigating';"
+            " window.location.hash = route; }",
+            route,
+        )
         self.ready()
 
     def ready(self) -> None:

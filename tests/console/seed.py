@@ -3,11 +3,13 @@
 A training set with data subjects, a model trained on it, and two deletion requests that the real
 worker runs: one by subject reference (an erasure: the data set gets a new version and the version
 trained on the old one is retired, so the lineage shows a retired version with its reason), one
-with inline samples and a subject of its own (so the subject search has something to find).
+with a forget-set file and a subject of its own that the acceptance policy rejects (so the subject
+search has a second request to find and a job page shows a failed check).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,7 @@ class Seeded:
     dataset: str
     erasure_request: dict[str, Any]  # the by-subject request, completed
     erasure_job: dict[str, Any]
-    inline_request: dict[str, Any]  # the request with its own samples, completed
+    inline_request: dict[str, Any]  # the request with its own samples, rejected by the policy
     inline_job: dict[str, Any]
     versions: list[dict[str, Any]]
 
@@ -68,11 +70,23 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 180) -> dict[st
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
 
 
-def submit_inline(client: httpx.Client, digits: Digits, rows: slice, subject: str) -> dict[str, Any]:
+# A step too small to change anything, judged by a policy without margins: the forget samples stay
+# recognised (accuracy 1 > eval accuracy) and exposed (MIA AUC > 0.5), so the job is rejected
+# whatever the engine's defaults are at the time: the console shows a failed check.
+_NO_OP_PARAMS = {"lr": 1e-9, "lr_mode": "fixed", "epochs": 1, "max_epochs": 1, "step_schedule": "constant"}
+_STRICT_POLICY = {"forget_accuracy_margin": 0, "mia_auc_margin": 0}
+
+
+def submit_rejected(client: httpx.Client, digits: Digits, rows: slice, subject: str) -> dict[str, Any]:
     r = client.post(
         f"/v1/models/{MODEL}/deletion-requests",
         files={"forget_set": ("forget.safetensors", digits.forget_file(rows), "application/octet-stream")},
-        data={"subject": subject},
+        data={
+            "subject": subject,
+            "method": "ga",
+            "params": json.dumps(_NO_OP_PARAMS),
+            "policy": json.dumps(_STRICT_POLICY),
+        },
     )
     return _ok(r, 202)
 
@@ -91,7 +105,7 @@ def seed(client: httpx.Client, digits: Digits) -> Seeded:
 
     erasure = _ok(client.post(f"/v1/models/{MODEL}/deletion-requests", json={"subject": ERASED_SUBJECT}), 202)
     erasure_job = wait_job(client, erasure["job_id"])
-    inline = submit_inline(client, digits, slice(100, 106), INLINE_SUBJECT)
+    inline = submit_rejected(client, digits, slice(100, 120), INLINE_SUBJECT)
     inline_job = wait_job(client, inline["job_id"])
     versions = _ok(client.get(f"/v1/models/{MODEL}/versions"), 200)["items"]
     return Seeded(

@@ -63,9 +63,12 @@ export function badge(status) {
   return h("span", { class: `badge status-${status}` }, status);
 }
 
-/** A table from column specs [{label, cell: (row) => node|text, cls?}]; rowAttrs(row) → attributes of a row. */
+/**
+ * A table (in a box that scrolls sideways when it is wider than the page) from column specs
+ * [{label, cell: (row) => node|text, cls?}]; rowAttrs(row) → attributes of a row.
+ */
 export function table(columns, rows, { attrs = {}, rowAttrs = () => null } = {}) {
-  return h(
+  return h("div", { class: "table-scroll" }, h(
     "table",
     attrs,
     h("thead", null, h("tr", null, columns.map((c) => h("th", { scope: "col" }, c.label)))),
@@ -74,7 +77,7 @@ export function table(columns, rows, { attrs = {}, rowAttrs = () => null } = {})
       null,
       rows.map((row) => h("tr", rowAttrs(row), columns.map((c) => h("td", { class: c.cls }, c.cell(row))))),
     ),
-  );
+  ));
 }
 
 export function empty(text) {

@@ -18,10 +18,10 @@ function payloadCell(payload) {
 const columns = [
   { label: "Seq", cell: (e) => e.seq },
   { label: "Time", cell: (e) => when(e.ts), cls: "nowrap" },
-  { label: "Actor", cell: (e) => short(e.actor, 20), cls: "nowrap" },
+  { label: "Actor", cell: (e) => short(e.actor, 16), cls: "nowrap" },
   { label: "Action", cell: (e) => h("code", null, e.action), cls: "nowrap" },
   { label: "Model", cell: (e) => e.model ?? "—" },
-  { label: "Object", cell: (e) => short(e.object_id, 16) },
+  { label: "Object", cell: (e) => short(e.object_id, 14), cls: "nowrap" },
   { label: "Payload", cell: (e) => payloadCell(e.payload), cls: "payload" },
   { label: "Hash", cell: (e) => h("code", null, short(e.hash, 10)) },
 ];
@@ -36,7 +36,7 @@ function verdictView(v) {
     { class: "verdict bad", "data-ok": "false", "data-first-bad-seq": v.first_bad_seq ?? "" },
     h("strong", null, `chain breaks at seq ${v.first_bad_seq ?? "?"}`),
     v.reason ? ` — ${v.reason}` : "",
-    ` (${v.length} events)`,
+    ` (${v.length} events check out before it)`,
   );
 }
 
@@ -66,13 +66,14 @@ export async function renderAudit(view, _args, signal) {
   function draw() {
     results.replaceChildren(
       rows.length
-        ? table(columns, rows, { attrs: { id: "audit-table" }, rowAttrs: (e) => ({ "data-seq": e.seq, "data-action": e.action, class: e.seq === badSeq ? "bad-row" : null }) })
+        ? table(columns, rows, { attrs: { id: "audit-table" }, rowAttrs: (e) => ({ "data-seq": e.seq, "data-action": e.action, "data-object": e.object_id, class: e.seq === badSeq ? "bad-row" : null }) })
         : empty("No events match."),
     );
     more.hidden = !cursor;
   }
 
   async function load(append) {
+    results.dataset.state = "loading"; // "ready" again once this answer is drawn
     try {
       const page = await getJson("/v1/audit", { ...filters(), limit: 100, cursor: append ? cursor : null }, signal);
       rows = append ? [...rows, ...page.items] : page.items;
@@ -83,6 +84,7 @@ export async function renderAudit(view, _args, signal) {
       more.hidden = true;
       results.replaceChildren(problemBox(error));
     }
+    results.dataset.state = "ready";
   }
 
   form.addEventListener("submit", (event) => {
