@@ -105,6 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         receipts_router,
     ):
         app.include_router(router)
+    # The web console (static files; its data come from the routes above, with the user's key).
+    from service.console.routes import router as console_router
+
+    app.include_router(console_router)
     install_error_handlers(app)
     # Added last = outermost: the size limit sees the request before anything reads it, the
     # observability middleware wraps it so even a 413 gets a request id and a log line, and the
