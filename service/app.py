@@ -14,7 +14,9 @@ from service.db import session_scope
 from service.errors import install_error_handlers
 from service.keys.logic import bootstrap_admin_key
 from service.migrate import upgrade
+from service.openapi import install_openapi
 from service.ops.bodylimit import BodySizeLimitMiddleware
+from service.ops.docs import install_docs
 from service.ops.headers import SecurityHeadersMiddleware
 from service.ops.logging import configure_logging
 from service.ops.metrics import build_registry
@@ -75,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # "an unknown method or parameter is 422": a misspelt filter must not silently match all.
         dependencies=[Depends(forbid_unknown_query)],
+        # /docs and /redoc are served from local assets (install_docs below), not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics_registry = registry
@@ -110,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(console_router)
     install_error_handlers(app)
+    install_openapi(app)
+    install_docs(app)
     # Added last = outermost: the size limit sees the request before anything reads it, the
     # observability middleware wraps it so even a 413 gets a request id and a log line, and the
     # headers middleware wraps them all so that every answer, a 413 or 500 too, gets nosniff.

@@ -3,7 +3,6 @@ the operator's view of every chain. A tenant only ever sees its own chain."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -13,6 +12,7 @@ from service.audit.checkpoints import signed_checkpoint
 from service.audit.hashing import format_ts
 from service.audit.logic import chain_of
 from service.audit.schemas import AuditEventOut, ChainOut, ChainVerification
+from service.audit.since import Since
 from service.audit.verification import verify_chain
 from service.certificates.deps import SignerDep
 from service.certificates.schemas import SignedDocumentOut
@@ -48,7 +48,7 @@ def list_events(
     principal: Auditor,
     model: Annotated[str | None, Query(max_length=200)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601 time; events at or after it")] = None,
+    since: Since = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Any:

@@ -19,6 +19,7 @@ router = APIRouter(tags=["certificates"])
     "/v1/deletion-requests/{request_id}/certificate",
     response_model=SignedDocumentOut,
     summary="A signed certificate of a completed deletion request (409 until it is completed)",
+    responses={409: {"description": "the request is not completed (yet)"}},
 )
 def get_certificate(
     request_id: str, ctx: Context, db: DbSession, principal: Reader, signer: SignerDep

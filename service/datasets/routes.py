@@ -23,7 +23,13 @@ Reader = Annotated[Principal, Depends(require("models:read"))]
 Writer = Annotated[Principal, Depends(require("models:write"))]
 
 
-@router.post("", status_code=201, response_model=DatasetOut, summary="Register a training data set")
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    summary="Register a training data set",
+    responses={409: {"description": "a data set of that name exists"}},
+)
 def create_dataset(body: DatasetCreate, session: DbSession, principal: Writer, response: Response) -> Any:
     dataset = logic.create_dataset(
         session,

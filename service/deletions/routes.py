@@ -26,6 +26,7 @@ from service.deletions.schemas import (
 from service.deps import Context, DbSession, Principal, authenticate_request, require
 from service.errors import Problem, unprocessable
 from service.listing import ModelListParams
+from service.openapi import DELETION_REQUEST_FORM, request_body
 
 router = APIRouter(tags=["deletion requests"])
 
@@ -147,7 +148,14 @@ def _parse_json(body: bytes) -> logic.Intake:
     status_code=202,
     response_model=DeletionRequestOut,
     summary="Ask for samples to be forgotten (multipart forget_set file, or JSON samples)",
-    responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}}},
+    responses={
+        202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+        409: {"description": "the model has no version yet, or its training set's version was replaced"},
+        410: {"description": "the registered training data the request refers to were purged"},
+        415: {"description": "the body is neither multipart/form-data nor JSON"},
+        429: {},
+    },
+    openapi_extra=request_body(DeletionRequestIn, form=DELETION_REQUEST_FORM),
 )
 async def create_deletion_request(
     name: str,
@@ -186,6 +194,8 @@ def validation_problem(exc: ValidationError) -> Problem:
     status_code=202,
     response_model=BulkDeletionOut,
     summary="Many deletion requests in one call and one transaction (all or none)",
+    responses={409: {"description": "the model has no version yet"}, 429: {}},
+    openapi_extra=request_body(BulkDeletionIn),
 )
 async def create_deletion_requests_bulk(
     name: str,

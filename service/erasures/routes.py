@@ -15,6 +15,7 @@ from service.deps import Context, DbSession
 from service.erasures import logic
 from service.erasures.schemas import ErasureIn, ErasureOut, ErasurePage
 from service.errors import unprocessable
+from service.openapi import request_body
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(tags=["erasures"])
@@ -28,7 +29,11 @@ router = APIRouter(tags=["erasures"])
     responses={
         200: {"model": ErasureOut, "description": "nothing left to erase: completed at once"},
         202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+        409: {"description": "the data set's version was replaced meanwhile, or a model has no version"},
+        410: {"description": "the data set's version was purged"},
+        429: {},
     },
+    openapi_extra=request_body(ErasureIn),
 )
 async def create_erasure(
     name: str,

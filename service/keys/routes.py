@@ -35,6 +35,11 @@ def list_keys(
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.delete("/{key_id}", response_model=KeyOut, summary="Revoke an API key")
+@router.delete(
+    "/{key_id}",
+    response_model=KeyOut,
+    summary="Revoke an API key",
+    responses={409: {"description": "the operator tenant's last active admin key"}},
+)
 def revoke_key(key_id: str, session: DbSession, principal: Admin, ctx: Context) -> dict[str, Any]:
     return logic.revoke(session, principal, key_id, ctx.settings)
