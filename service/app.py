@@ -59,10 +59,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from service.reconciler import start_reconciler_thread
 
             stop_reconciler = start_reconciler_thread(ctx)
+        stop_webhooks = None
+        if settings.run_reconciler_in_api and settings.webhook_delivery_in_api:
+            # Sends webhook deliveries (and their retries) written by this API and by the workers.
+            from service.webhooks.delivery import start_delivery_thread
+
+            stop_webhooks = start_delivery_thread(ctx)
         _log.info("api_started", database=ctx.engine.url.render_as_string(hide_password=True))
         try:
             yield
         finally:
+            if stop_webhooks is not None:
+                stop_webhooks()
             if stop_reconciler is not None:
                 stop_reconciler()
             if stop_signer is not None:
@@ -95,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from service.ops.routes import router as ops_router
     from service.receipts.routes import router as receipts_router
     from service.registry.routes import router as registry_router
+    from service.webhooks.routes import router as webhooks_router
 
     for router in (
         ops_router,
@@ -108,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys_router,
         certificates_router,
         receipts_router,
+        webhooks_router,
     ):
         app.include_router(router)
     # The web console (static files; its data come from the routes above, with the user's key).

@@ -7,7 +7,8 @@ The database is the source of truth; the broker is only a doorbell. ``reconcile_
 * publishes outbox rows that were never published (broker down at commit time), and re-publishes
   those of jobs still queued long after publishing (the broker lost the message: Redis here keeps
   nothing on disk); rows of jobs that moved on are deleted;
-* purges stored forget sets of finished requests once their retention period has passed.
+* purges stored forget sets of finished requests once their retention period has passed;
+* sends due webhook deliveries (service/webhooks/delivery.py).
 Every step is idempotent and safe to run from several processes at once.
 
 It runs in a thread of the API (``start_reconciler_thread``) and as ``unlearn-service reconcile``.
@@ -34,6 +35,7 @@ from service.jobs.training_data import purge_replaced_data
 from service.outbox import publish_rows, unpublished_ids
 from service.registry.retirement import delete_expired_blobs
 from service.tables import Job, Model, OutboxMessage
+from service.webhooks.delivery import deliver_due
 
 log = structlog.get_logger("service.reconciler")
 
@@ -132,6 +134,7 @@ def reconcile_once(ctx: ServiceContext) -> dict[str, int]:
     stats["retired_blobs_deleted"] = delete_expired_blobs(ctx.session_factory, ctx.storage, grace, grace)
     stats["dataset_versions_purged"] = purge_replaced_data(ctx, ctx.settings.erased_data_grace_seconds)
     stats["exact_retrains_queued"] = schedule_due(ctx)
+    stats.update(deliver_due(ctx))  # webhook deliveries due (new, or retries whose backoff ended)
     if any(v for k, v in stats.items() if k != "outbox_dropped"):
         log.info("reconciled", **stats)
     return stats
