@@ -190,8 +190,10 @@ class Console:
     def go(self, route: str) -> None:
         """Another page of the already loaded app (a hash change: no reload)."""
         # Marked first: the hashchange comes later, and the old page's "ready" must not count.
+        # (The same hash again fires no hashchange: the page on screen is already that one.)
         self.page.evaluate(
-            "route => { document.getElementById('main').dataset.state = 'navigating';"
+            "route => { if (window.location.hash === route) return;"
+            " document.getElementById('main').dataset.state = 'navigating';"
             " window.location.hash = route; }",
             route,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from tests.console.conftest import Console, ConsoleServer
 from tests.console.seed import ERASED_SUBJECT, INLINE_SUBJECT, Seeded, wait_job
@@ -38,6 +39,33 @@ def test_the_key_is_asked_for_once_and_never_put_in_a_url(console: Console) -> N
     console.ready()
     assert console.page.is_visible("#need-key")
     assert console.page.evaluate("sessionStorage.length") == 0
+
+
+def test_every_page_renders_with_the_network_off(console: Console) -> None:
+    """Every page in one context: all it asks for is the service's own (the fixture aborts and
+    records anything else, and fails the test on it, on a page error or on a CSP violation)."""
+    seeded = _seeded(console)
+    console.open("#/models")
+    console.use_key()
+    pages = {
+        "#/models": "#models-table",
+        f"#/models/{seeded.model}": "svg[data-plot=lineage]",
+        "#/jobs": "#jobs-table",
+        f"#/jobs/{seeded.erasure_job['id']}": "svg[data-plot=accuracy]",
+        "#/requests": "#requests-table",
+        "#/audit": "#audit-table",
+    }
+    for route, drawn in pages.items():
+        console.go(route)
+        console.page.wait_for_selector(drawn)
+        assert console.page.locator(".problem").count() == 0, route
+    hosts = {urlsplit(u).netloc for u in console.requests}
+    assert hosts == {console.server.host}
+    assert console.blocked == []
+    # What it loaded: the page, its own files, and API calls; no font, script or style from elsewhere.
+    paths = {urlsplit(u).path for u in console.requests}
+    assert {"/console", "/console/static/js/app.js", "/console/static/console.css"} <= paths
+    assert all(p.startswith(("/console", "/v1/")) for p in paths), paths
 
 
 def test_models_page_lists_the_model_and_draws_its_lineage(console: Console) -> None:

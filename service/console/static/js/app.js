@@ -51,8 +51,8 @@ async function show() {
     main.dataset.state = "ready";
     return;
   }
-  const args = route.pattern.exec(path).slice(1).map(decodeURIComponent);
   try {
+    const args = route.pattern.exec(path).slice(1).map(decodeURIComponent); // URIError on a bad %
     await route.render(view, args, controller.signal, new URLSearchParams(query));
   } catch (error) {
     if (isAbort(error)) return;
