@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     dataset_max_samples: int = Field(default=10_000_000, ge=1)  # per version, from the headers
     dataset_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)  # upload, and an .npz inflated
     dataset_shard_samples: int = Field(default=1024, ge=1, le=1_000_000)
+    training_max_samples: int = Field(default=1_000_000, ge=1)  # a training job's set, in memory
     dataset_retain_max_samples: int = Field(default=10_000, ge=1)  # bound of a retain_sample subset
 
     # Jobs
