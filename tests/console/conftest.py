@@ -2,7 +2,7 @@
 
 - ``console_server`` (module): ``unlearn-service run`` (uvicorn API + one Celery worker, SQLite,
   the embedded broker) on a free port, seeded through its API (tests/console/seed.py).
-- ``browser`` (session): /usr/bin/chromium launched by Playwright. Playwright cannot download its
+- ``browser`` (module): /usr/bin/chromium launched by Playwright. Playwright cannot download its
   own browsers here; ``make browser`` (run by ``make test``) installs Debian's. Without it these
   tests skip with that hint, and with CI=true they fail: they must never pass silently in CI.
 - ``console`` (function): a fresh browser context on the console whose every request is logged,
@@ -147,7 +147,7 @@ def console_server(tmp_path_factory: pytest.TempPathFactory, digits: Digits) -> 
 # --- the browser ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed after the console's tests, not held through the suite
 def browser() -> Iterator[Any]:
     if not (os.access(CHROMIUM, os.X_OK) or shutil.which(CHROMIUM)):
         _unavailable(f"no Chromium at {CHROMIUM}")
