@@ -140,8 +140,11 @@ def test_objective_defaults_resolve_by_objective() -> None:
     train(net, data, epochs=60, lr=1e-2, batch_size=16, device="cpu")
     forget = {k: v[:12] for k, v in data.items()}
     rep = unlearn("ga", net, forget, eval=ev, device="cpu").report
-    assert (rep["objective"], rep["batch_size"]) == ("match", OBJECTIVE_DEFAULTS["match"]["batch_size"])
-    assert rep["anchor_weight"] == OBJECTIVE_DEFAULTS["match"]["anchor_weight"]
+    assert (rep["objective"], rep["batch_size"]) == (
+        "match",
+        OBJECTIVE_DEFAULTS[("match", "classification")]["batch_size"],
+    )
+    assert rep["anchor_weight"] == OBJECTIVE_DEFAULTS[("match", "classification")]["anchor_weight"]
     assert rep["early_stop"] is None and rep["epochs_run"] == rep["params"]["max_epochs"]
     assert rep["after"]["forget_loss"] > rep["before"]["forget_loss"]
     npo = unlearn("npo", net, forget, eval=ev, device="cpu").report

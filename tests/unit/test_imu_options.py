@@ -146,7 +146,10 @@ def _class_run(digits: dict, method: str, forget: dict, **params: object) -> tup
 def test_schedule_params() -> None:
     from unlearning.methods.imu import IMUParams
 
-    assert IMUParams().step_schedule == "constant"
+    assert IMUParams(preset="official").step_schedule == "constant"
+    # the anchored default halves the rate at a guard trip and never grows it above lr
+    anchored = IMUParams()
+    assert (anchored.step_schedule, anchored.max_lr) == ("adaptive", anchored.lr)
     p = IMUParams(preset="adaptive")
     assert (p.step_schedule, p.lr, p.max_lr, p.min_lr) == ("adaptive", 0.005, 0.08, 0.0025)
     assert IMUParams(preset="adaptive", step_schedule="constant").step_schedule == "constant"

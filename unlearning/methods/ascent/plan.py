@@ -96,9 +96,9 @@ def resolve_objective(params: AscentParams, task: Task, unseen: Dataset | None) 
     return "npo"
 
 
-def _sizes(params: AscentParams, objective: ObjectiveName) -> dict[str, Any]:
+def _sizes(params: AscentParams, objective: ObjectiveName, task: Task) -> dict[str, Any]:
     """batch_size and anchor_weight, the objective's defaults where the params leave them None."""
-    defaults = OBJECTIVE_DEFAULTS[objective]
+    defaults = OBJECTIVE_DEFAULTS[(objective, task)]
     return {
         "batch_size": int(params.batch_size if params.batch_size is not None else defaults["batch_size"]),
         "anchor_weight": float(
@@ -132,7 +132,7 @@ def plan_checks(params: AscentParams, forget: Dataset, eval: Dataset | None, see
         objective = resolve_objective(params, task, eval)
         mode = _early_stop_mode(params, eval, objective)
         return CheckPlan(
-            mode, None, eval, eval, objective, _anchor(params, eval), **_sizes(params, objective)
+            mode, None, eval, eval, objective, _anchor(params, eval), **_sizes(params, objective, task)
         )
     classes, utility, unseen = split_by_class(forget, eval)
     objective = resolve_objective(params, task, unseen)
@@ -144,5 +144,5 @@ def plan_checks(params: AscentParams, forget: Dataset, eval: Dataset | None, see
     if mode == "mia" and unseen is None:
         raise ParamsError('early_stop="mia" with scope="class" needs eval samples of the forgotten classes')
     return CheckPlan(
-        mode, classes, utility, unseen, objective, _anchor(params, utility), **_sizes(params, objective)
+        mode, classes, utility, unseen, objective, _anchor(params, utility), **_sizes(params, objective, task)
     )
