@@ -21,9 +21,11 @@ from unlearn_client.models import (
     ChainStatus,
     ChainVerification,
     CreatedApiKey,
+    CreatedWebhook,
     Dataset,
     DatasetVersion,
     DeletionRequest,
+    Delivery,
     Erasure,
     Health,
     Job,
@@ -35,6 +37,7 @@ from unlearn_client.models import (
     SampleDigests,
     SignedDocument,
     Version,
+    Webhook,
 )
 from unlearn_client.spec import RequestSpec, Upload
 
@@ -107,6 +110,7 @@ METRICS: Endpoint[None] = Endpoint("GET", "/metrics", None)
 CREATE_MODEL = Endpoint("POST", "/v1/models", Model, creates=True)
 LIST_MODELS = Endpoint("GET", "/v1/models", Page[Model])
 GET_MODEL = Endpoint("GET", "/v1/models/{name}", Model)
+UPDATE_MODEL = Endpoint("PATCH", "/v1/models/{name}", Model)
 
 UPLOAD_VERSION = Endpoint("POST", "/v1/models/{name}/versions", Version, creates=True)
 LIST_VERSIONS = Endpoint("GET", "/v1/models/{name}/versions", Page[Version])
@@ -152,6 +156,7 @@ LIST_JOBS = Endpoint("GET", "/v1/jobs", Page[Job])
 GET_JOB = Endpoint("GET", "/v1/jobs/{job_id}", Job)
 CANCEL_JOB = Endpoint("POST", "/v1/jobs/{job_id}/cancel", Job)
 JOB_EVENTS: Endpoint[None] = Endpoint("GET", "/v1/jobs/{job_id}/events", None)
+CREATE_TRAINING_JOB = Endpoint("POST", "/v1/models/{name}/training-jobs", Job, creates=True)
 
 LIST_AUDIT = Endpoint("GET", "/v1/audit", Page[AuditEvent])
 VERIFY_AUDIT = Endpoint("GET", "/v1/audit/verify", ChainVerification)
@@ -162,5 +167,15 @@ SIGNING_KEY = Endpoint("GET", "/.well-known/unlearn-signing-key", PublicKey)
 CREATE_KEY = Endpoint("POST", "/v1/keys", CreatedApiKey, creates=True)
 LIST_KEYS = Endpoint("GET", "/v1/keys", Page[ApiKey])
 REVOKE_KEY = Endpoint("DELETE", "/v1/keys/{key_id}", ApiKey)
+
+CREATE_WEBHOOK = Endpoint("POST", "/v1/webhooks", CreatedWebhook, creates=True)
+LIST_WEBHOOKS = Endpoint("GET", "/v1/webhooks", Page[Webhook])
+GET_WEBHOOK = Endpoint("GET", "/v1/webhooks/{webhook_id}", Webhook)
+# 204, no body.
+DELETE_WEBHOOK: Endpoint[None] = Endpoint("DELETE", "/v1/webhooks/{webhook_id}", None)
+LIST_DELIVERIES = Endpoint("GET", "/v1/webhooks/{webhook_id}/deliveries", Page[Delivery])
+GET_DELIVERY = Endpoint("GET", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}", Delivery)
+# A dead delivery back to pending; a second one answers 409, so not replayed blindly.
+RETRY_DELIVERY = Endpoint("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", Delivery)
 
 ALL: tuple[Endpoint[Any], ...] = tuple(v for v in list(globals().values()) if isinstance(v, Endpoint))

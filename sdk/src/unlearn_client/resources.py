@@ -17,6 +17,7 @@ from unlearn_client.ops import jobs as job_ops
 from unlearn_client.ops import keys as key_ops
 from unlearn_client.ops import models as model_ops
 from unlearn_client.ops import versions as version_ops
+from unlearn_client.ops import webhooks as webhook_ops
 
 
 class Models(Resource[R]):
@@ -26,6 +27,7 @@ class Models(Resource[R]):
     list = Operation(model_ops.list_page)
     iterate = Iteration(model_ops.iterate)
     get = Operation(model_ops.get)
+    update = Operation(model_ops.update)
 
 
 class Versions(Resource[R]):
@@ -82,12 +84,13 @@ class Erasures(Resource[R]):
 
 
 class Jobs(Resource[R]):
-    """Unlearning jobs (batches of deletion requests)."""
+    """Jobs: unlearning (batches of deletion requests) and training."""
 
     list = Operation(job_ops.list_page)
     iterate = Iteration(job_ops.iterate)
     get = Operation(job_ops.get)
     cancel = Operation(job_ops.cancel)
+    train = Operation(job_ops.train)
     events = Iteration(follow_ops.events)
     wait = Operation(follow_ops.wait_job)
 
@@ -113,6 +116,20 @@ class Keys(Resource[R]):
     revoke = Operation(key_ops.revoke)
 
 
+class Webhooks(Resource[R]):
+    """Callback URLs the service POSTs events to, and their deliveries."""
+
+    create = Operation(webhook_ops.create)
+    list = Operation(webhook_ops.list_page)
+    iterate = Iteration(webhook_ops.iterate)
+    get = Operation(webhook_ops.get)
+    delete = Operation(webhook_ops.delete)
+    list_deliveries = Operation(webhook_ops.list_deliveries)
+    iterate_deliveries = Iteration(webhook_ops.iterate_deliveries)
+    get_delivery = Operation(webhook_ops.get_delivery)
+    retry_delivery = Operation(webhook_ops.retry_delivery)
+
+
 class Api(Resource[R]):
     """The whole API: the resources, and the operations used most at the top."""
 
@@ -133,3 +150,4 @@ class Api(Resource[R]):
         self.jobs: Jobs[R] = Jobs(runner)
         self.audit: Audit[R] = Audit(runner)
         self.keys: Keys[R] = Keys(runner)
+        self.webhooks: Webhooks[R] = Webhooks(runner)

@@ -23,12 +23,13 @@ from unlearn_client.models.datasets import (
     Erasure,
     ErasureRequest,
 )
-from unlearn_client.models.deletions import BulkDeletion, DeletionRequest, Receipt, SampleDigests
+from unlearn_client.models.deletions import BulkDeletion, DeletionRequest, Receipt, SampleDigests, Stage
 from unlearn_client.models.health import Health, Readiness
 from unlearn_client.models.jobs import Job
 from unlearn_client.models.keys import ApiKey, CreatedApiKey
-from unlearn_client.models.registry import CheckpointInfo, EvalSet, Model, TrainingData, Version
+from unlearn_client.models.registry import CheckpointInfo, EvalSet, Exactness, Model, TrainingData, Version
 from unlearn_client.models.states import TERMINAL_JOB_STATUSES, TERMINAL_REQUEST_STATUSES
+from unlearn_client.models.webhooks import CreatedWebhook, Delivery, Webhook
 
 __all__ = [
     "TERMINAL_JOB_STATUSES",
@@ -41,15 +42,18 @@ __all__ = [
     "ChainVerification",
     "CheckpointInfo",
     "CreatedApiKey",
+    "CreatedWebhook",
     "Dataset",
     "DatasetColumn",
     "DatasetErasure",
     "DatasetUpload",
     "DatasetVersion",
     "DeletionRequest",
+    "Delivery",
     "Erasure",
     "ErasureRequest",
     "EvalSet",
+    "Exactness",
     "Health",
     "Job",
     "Model",
@@ -60,6 +64,8 @@ __all__ = [
     "SampleDigests",
     "SignedDocument",
     "SignedHead",
+    "Stage",
     "TrainingData",
     "Version",
+    "Webhook",
 ]

@@ -11,6 +11,14 @@ from unlearn_client.models.base import ApiModel
 from unlearn_client.models.states import TERMINAL_REQUEST_STATUSES
 
 
+class Stage(ApiModel):
+    """One step of a request's erasure: ``approximate`` (an unlearning method) or ``exact`` (a
+    retrain without the data), and the version that has it."""
+
+    stage: str
+    version: int
+
+
 class DeletionRequest(ApiModel):
     """A deletion (erasure) request (``DeletionRequestOut``)."""
 
@@ -35,6 +43,10 @@ class DeletionRequest(ApiModel):
     erasure_id: str | None = None
     # "already_erased": completed at once, with no job, as the samples were erased before.
     outcome: str | None = None
+    # Eventual exactness: the version retrained exactly without the samples, once there is one;
+    # stages lists the approximate version and then the exact one.
+    exact_version: int | None = None
+    stages: list[Stage] = Field(default_factory=list)
     error: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime

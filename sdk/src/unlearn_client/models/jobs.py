@@ -12,10 +12,16 @@ from unlearn_client.models.states import TERMINAL_JOB_STATUSES
 
 
 class Job(ApiModel):
-    """An unlearning job: one batch of deletion requests on one model version (``JobOut``)."""
+    """A job (``JobOut``): ``kind == "unlearn"``, one batch of deletion requests on one model
+    version; or ``kind == "train"``, a version trained from a dataset version and a recipe
+    (``reason``: ``requested``, or ``exactness`` when eventual exactness asked for it).
+    ``method_reason`` says why this method ran."""
 
     id: str
     model: str
+    kind: str = "unlearn"
+    reason: str | None = None
+    method_reason: str | None = None
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
     policy: dict[str, Any] = Field(default_factory=dict)

@@ -10,8 +10,17 @@ from pydantic import Field
 from unlearn_client.models.base import ApiModel
 
 
+class Exactness(ApiModel):
+    """A model's eventual exactness: after this many erasures or hours since the first one not
+    yet exact, the service retrains the model exactly on the current data (a training job with
+    ``reason == "exactness"``)."""
+
+    after_erasures: int | None = None
+    after_hours: float | None = None
+
+
 class Model(ApiModel):
-    """A registered model (``ModelOut``)."""
+    """A registered model (``ModelOut``); ``exactness`` is None when eventual exactness is off."""
 
     name: str
     task: str
@@ -19,6 +28,7 @@ class Model(ApiModel):
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     latest_version: int | None = None
+    exactness: Exactness | None = None
     created_at: datetime
     updated_at: datetime
 

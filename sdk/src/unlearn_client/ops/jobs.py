@@ -1,6 +1,9 @@
-"""Jobs: list, get, cancel."""
+"""Jobs: list, get, cancel, and training jobs."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from unlearn_client import endpoints as api
 from unlearn_client.calls import Options, fetch
@@ -36,3 +39,24 @@ def cancel(options: Options, job_id: str) -> Flow[Job]:
     """Cancel a queued job at once, or ask a running one to stop at its next step; 409 (Conflict)
     if it already finished."""
     return (yield from fetch(options, api.CANCEL_JOB.request({"job_id": job_id})))
+
+
+def train(
+    options: Options,
+    model: str,
+    dataset: str,
+    *,
+    dataset_version: int | str | None = None,
+    recipe: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> Flow[Job]:
+    """Train a new version of ``model`` from a registered dataset version (default: its latest)
+    and a recipe (default: the one of the model's latest version), as a job on the queue
+    (``kind == "train"``). Answered 202 at once; follow it with ``wait(job)``."""
+    body: dict[str, Any] = {"dataset": dataset}
+    if dataset_version is not None:
+        body["dataset_version"] = str(dataset_version)
+    if recipe is not None:
+        body["recipe"] = dict(recipe)
+    request = api.CREATE_TRAINING_JOB.request({"name": model}, json=body, idempotency_key=idempotency_key)
+    return (yield from fetch(options, request))

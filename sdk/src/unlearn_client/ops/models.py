@@ -1,4 +1,4 @@
-"""Models: register, list, get."""
+"""Models: register, list, get, change settings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from unlearn_client import endpoints as api
 from unlearn_client.calls import Options, fetch
 from unlearn_client.flow import EmittingFlow, Flow
-from unlearn_client.models import Model, Page
+from unlearn_client.models import Exactness, Model, Page
 from unlearn_client.ops.paging import every_item
 
 
@@ -43,3 +43,25 @@ def iterate(options: Options) -> EmittingFlow[Model, None]:
 
 def get(options: Options, name: str) -> Flow[Model]:
     return (yield from fetch(options, api.GET_MODEL.request({"name": name})))
+
+
+def update(
+    options: Options,
+    name: str,
+    *,
+    exactness: Exactness | Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> Flow[Model]:
+    """Change a model's settings; what is left None stays as it is.
+
+    ``exactness`` (eventual exactness): ``{"after_erasures": N}`` and/or ``{"after_hours": T}``
+    (or an :class:`Exactness`) has the service retrain the model exactly on the current data
+    after N erasures or T hours since the first one not yet exact; ``{}`` turns it off.
+    """
+    body: dict[str, Any] = {}
+    if exactness is not None:
+        policy = exactness.model_dump(exclude_none=True) if isinstance(exactness, Exactness) else exactness
+        body["exactness"] = dict(policy)
+    if description is not None:
+        body["description"] = description
+    return (yield from fetch(options, api.UPDATE_MODEL.request({"name": name}, json=body)))
