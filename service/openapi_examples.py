@@ -11,7 +11,10 @@ one made from the schema itself (``sample``), so a new route is never left witho
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
+
+from service.pagination import encode_cursor
 
 MODEL = "digits"
 DATASET = "digits-train"
@@ -24,7 +27,6 @@ SIGNING_KEY_ID = "r2jLMEzGG2xIdhAIJT4og2aGBJ-5yqJzvfrrVgKtzQI"
 SHA256 = "7112edbc12b81b1f0e332669ad749695825ea6e40084714982ec6768c2acb388"
 CREATED = "2026-01-31T10:52:28.331677Z"
 FINISHED = "2026-01-31T10:53:02.118402Z"
-CURSOR = "WzJd"  # what a next_cursor looks like (opaque to clients)
 
 # The first "3" of sklearn's digits, scaled to [0, 1] as `unlearn train --data digits` does:
 # an inline forget sample the quickstart's model really accepts.
@@ -231,7 +233,7 @@ _DELETION_RECEIPT = {
 
 
 def _page(item: dict[str, Any]) -> dict[str, Any]:
-    return {"items": [item], "next_cursor": CURSOR}
+    return {"items": [item], "next_cursor": None}  # the last page (cursors differ per list)
 
 
 # Keyed by component schema name (FastAPI's: the pydantic class name, module-qualified when two
@@ -404,7 +406,6 @@ PARAMETERS: dict[str | tuple[str, str], Any] = {
     "since": "2026-01-31T00:00:00Z",
     "tenant": "default",
     "limit": 50,
-    "cursor": CURSOR,
     "signed": True,
     "Idempotency-Key": "0f6d3c1e-5b0a-4c55-9d8e-2f4c6a1b7e90",
     "if-none-match": f'"{SHA256}"',
@@ -413,7 +414,23 @@ PARAMETERS: dict[str | tuple[str, str], Any] = {
 }
 
 
+# A cursor holds the sort key of the last item of a page (service/pagination.py), so a valid one
+# differs per list: by number, by name, or (the rest) by creation time and id.
+_CURSOR_KEYS: dict[str, list[Any]] = {
+    "/v1/audit": [2],
+    "/v1/audit/checkpoints": [12],
+    "/v1/audit/chains": [TENANT_ID],
+    "/v1/models": [MODEL],
+    "/v1/models/{name}/versions": [1],
+    "/v1/datasets": [DATASET],
+    "/v1/datasets/{name}/versions": [1],
+}
+_CREATED_AND_ID = [datetime(2026, 1, 31, 10, 52, 28, 331677, tzinfo=UTC), JOB_ID]
+
+
 def parameter_example(path: str, name: str) -> Any:
+    if name == "cursor":
+        return encode_cursor(_CURSOR_KEYS.get(path, _CREATED_AND_ID))
     for key, value in PARAMETERS.items():
         if isinstance(key, tuple) and path.startswith(key[0]) and name == key[1]:
             return value
@@ -453,6 +470,16 @@ _FORMATS = {
 }
 
 
+# Plain string properties whose name says what a realistic value is.
+_BY_NAME = {
+    "url": "https://hooks.example.org/unlearn",
+    "model": MODEL,
+    "dataset": DATASET,
+    "subject": "user-42",
+    "description": "retrain monthly",
+}
+
+
 def sample(schema: dict[str, Any], components: dict[str, Any], depth: int = 0) -> Any:
     """A value that fits ``schema``: its own example, default or first option where it has
     one, else the smallest plausible value of its type (objects: their required properties)."""
@@ -489,7 +516,12 @@ def sample(schema: dict[str, Any], components: dict[str, Any], depth: int = 0) -
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties", {})
-        return {name: sample(props[name], components, depth + 1) for name in schema.get("required", [])}
+        return {
+            name: _BY_NAME[name]
+            if name in _BY_NAME and props[name].get("type") == "string" and "pattern" not in props[name]
+            else sample(props[name], components, depth + 1)
+            for name in schema.get("required", [])
+        }
     if kind == "array":
         count = schema.get("minItems", 1)
         return [sample(schema.get("items", {}), components, depth + 1) for _ in range(count)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from service.jobs.policy import AcceptancePolicy
 from service.jsonbody import MAX_NESTING, nesting_depth
@@ -43,7 +43,8 @@ class DeletionRequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     samples: Samples | None = None
-    sample_ids: list[str | int] | None = Field(None, min_length=1, max_length=100_000)
+    # Strict: JSON true/false would otherwise be read as the sample ids 1 and 0.
+    sample_ids: list[StrictStr | StrictInt] | None = Field(None, min_length=1, max_length=100_000)
     subject: str | None = Field(None, max_length=400)
     method: str | None = Field(None, max_length=64)
     params: dict[str, Any] | None = None

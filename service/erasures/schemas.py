@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 
 class ErasureIn(BaseModel):
@@ -13,7 +13,8 @@ class ErasureIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subject: str | None = Field(None, min_length=1, max_length=400)
-    sample_ids: list[str | int] | None = Field(None, min_length=1, max_length=100_000)
+    # Strict: JSON true/false would otherwise be read as the sample ids 1 and 0.
+    sample_ids: list[StrictStr | StrictInt] | None = Field(None, min_length=1, max_length=100_000)
 
 
 class ErasureRequestOut(BaseModel):

@@ -26,9 +26,7 @@ from schemathesis.engine import events, from_schema
 from schemathesis.python import asgi
 
 from service.openapi_examples import DATASET, MODEL
-from tests.service_fixtures import ADMIN_KEY, make_checkpoint, make_dataset, make_settings
-
-pytestmark = pytest.mark.slow
+from tests.service_fixtures import ADMIN_KEY, ApiClient, make_checkpoint, make_dataset, make_settings
 
 MAX_EXAMPLES = int(os.environ.get("UNLEARN_SCHEMATHESIS_EXAMPLES", "10"))
 CHECKS = (
@@ -68,10 +66,10 @@ def seed(app: FastAPI) -> None:
     data = io.BytesIO()
     np.savez(
         data,
-        inputs=rng.random((40, 64), dtype=np.float32),
-        labels=rng.integers(0, 10, 40),
-        sample_ids=np.arange(40),
-        subject_ids=np.array([f"user-{40 + i % 4}" for i in range(40)]),
+        inputs=rng.random((300, 64), dtype=np.float32),
+        labels=rng.integers(0, 10, 300),
+        sample_ids=np.arange(300),
+        subject_ids=np.array([f"user-{40 + i % 4}" for i in range(300)]),
     )
     r = client.post(f"/v1/datasets/{DATASET}/versions", files={"data": ("train.npz", data.getvalue())})
     assert r.status_code == 201, r.text
@@ -114,6 +112,7 @@ def _describe(recorder: Any, case_id: str, check: Any) -> str:
     return f"{where}: {failure.message}\n  {case.as_curl_command()}"
 
 
+@pytest.mark.slow
 def test_the_api_answers_as_its_openapi_says(app: FastAPI) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config())
     seed(app)
@@ -133,3 +132,32 @@ def test_the_api_answers_as_its_openapi_says(app: FastAPI) -> None:
     assert errors == []
     assert sorted(set(failures)) == []
     assert requests > 1000, "schemathesis sent far fewer requests than it should"
+
+
+# What schemathesis found, each kept as a test of its own.
+
+
+def test_a_rollback_to_a_version_past_the_column_is_422(sqlite_api: ApiClient) -> None:
+    # It reached the database, which refused the number: a 500.
+    sqlite_api.create_model(MODEL)
+    r = sqlite_api.post(f"/v1/models/{MODEL}/rollback", json={"to_version": 10**28})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "to_version"]
+
+
+@pytest.mark.parametrize("ids", [[False], [True, 3]])
+def test_sample_ids_are_not_booleans(sqlite_api: ApiClient, ids: list[Any]) -> None:
+    # JSON false was read as the sample id 0 (and true as 1): an erasure of the wrong sample.
+    sqlite_api.create_model(MODEL)
+    for path in (f"/v1/datasets/{DATASET}/erasures", f"/v1/models/{MODEL}/deletion-requests"):
+        r = sqlite_api.post(path, json={"sample_ids": ids})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["errors"][0]["loc"][:2] == ["sample_ids", 0]
+
+
+def test_a_malformed_multipart_body_is_a_documented_400(sqlite_api: ApiClient) -> None:
+    r = sqlite_api.post(
+        f"/v1/models/{MODEL}/versions",
+        content=b"3925",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
