@@ -705,3 +705,96 @@ def test_a_restarted_service_delivers_what_was_pending(
     finally:
         second.__exit__(None, None, None)
     assert not any(t.name == "webhook-delivery" for t in threading.enumerate())
+
+
+def _dataset_npz(n: int = 120, subjects: int = 6) -> bytes:
+    import io
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        inputs=rng.standard_normal((n, 64)).astype("float32"),
+        labels=rng.integers(0, 10, n).astype("int64"),
+        sample_ids=np.array([f"s{i}" for i in range(n)]),
+        subject_ids=np.array([f"user-{i % subjects}" for i in range(n)]),
+    )
+    return buf.getvalue()
+
+
+def _models_on_a_dataset(api: ApiClient, names: tuple[str, ...]) -> None:
+    assert api.post("/v1/datasets", json={"name": "train", "task": "classification"}).status_code == 201
+    r = api.post("/v1/datasets/train/versions", files={"data": ("t.npz", _dataset_npz())})
+    assert r.status_code == 201, r.text
+    for i, name in enumerate(names):
+        api.create_model(name)
+        r = api.post(
+            f"/v1/models/{name}/versions",
+            files={"checkpoint": ("m", make_checkpoint(seed=i)), "eval_set": ("e", make_dataset(64, seed=9))},
+            data={"dataset": "train", "dataset_version": "1"},
+        )
+        assert r.status_code == 201, r.text
+
+
+def _erase(api: ApiClient, subject: str) -> dict[str, Any]:
+    r = api.post("/v1/datasets/train/erasures", json={"subject": subject})
+    assert r.status_code == 202, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_an_erasure_fails_once_when_its_first_model_request_ends_badly(
+    make_api: Callable[..., ApiClient], receiver: Receiver
+) -> None:
+    api = make_api(webhook_allowed_hosts=["127.0.0.1"])
+    _models_on_a_dataset(api, ("a", "b"))
+    hook = register(api, receiver.url(), ["erasure.requested", "erasure.completed", "erasure.failed"])
+    erasure = _erase(api, "user-1")
+    jobs = [d["job_id"] for d in erasure["deletion_requests"]]
+    assert len(jobs) == 2
+    for job_id in jobs:  # both models' requests cancelled: the erasure failed, announced once
+        assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    reconcile_once(api.ctx)
+    got = [g.json() for g in receiver.wait_for(2)]
+    assert [g["type"] for g in got] == ["erasure.requested", "erasure.failed"]
+    assert got[0]["data"]["erasure_id"] == erasure["id"] and got[0]["data"]["dataset"] == "train"
+    assert got[1]["data"] == {
+        "erasure_id": erasure["id"],
+        "dataset": "train",
+        "deletion_requests": sorted(d["id"] for d in erasure["deletion_requests"]),
+    }
+    assert api.get(f"/v1/erasures/{erasure['id']}").json()["status"] == "failed"
+    assert [d["event"] for d in deliveries(api, hook["id"], "delivered")] == [
+        "erasure.failed",
+        "erasure.requested",
+    ]
+
+
+def test_an_erasure_completes_when_its_last_model_request_does(
+    make_api: Callable[..., ApiClient], receiver: Receiver
+) -> None:
+    api = make_api(webhook_allowed_hosts=["127.0.0.1"])
+    _models_on_a_dataset(api, ("a", "b"))
+    register(api, receiver.url(), ["erasure.completed", "deletion.completed"])
+    erasure = _erase(api, "user-2")
+    first, second = (d["job_id"] for d in erasure["deletion_requests"])
+    assert run_job(api.ctx, first, "w1") == RunOutcome.SUCCEEDED
+    reconcile_once(api.ctx)
+    assert [g.json()["type"] for g in receiver.wait_for(1)] == ["deletion.completed"]
+    assert run_job(api.ctx, second, "w1") == RunOutcome.SUCCEEDED
+    reconcile_once(api.ctx)
+    got = [g.json() for g in receiver.wait_for(3)]
+    assert [g["type"] for g in got] == ["deletion.completed", "deletion.completed", "erasure.completed"]
+    assert got[-1]["data"]["erasure_id"] == erasure["id"]
+    assert api.get(f"/v1/erasures/{erasure['id']}").json()["status"] == "completed"
+    assert api.get("/v1/audit/verify").json()["ok"] is True
+
+
+def test_allowed_hosts_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNLEARN_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1, 10.0.0.0/8 ,hooks.internal")
+    assert Settings().webhook_allowed_hosts == ["127.0.0.1", "10.0.0.0/8", "hooks.internal"]
+    monkeypatch.setenv("UNLEARN_WEBHOOK_ALLOWED_HOSTS", '["::1", "fd00::/8"]')
+    allow = AllowList.from_settings(Settings())
+    assert ipaddress.ip_network("fd00::/8") in allow.networks
