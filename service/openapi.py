@@ -199,7 +199,7 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any], schem
         responses.setdefault(str(code), {})
     for status, response in responses.items():
         if status.isdigit() and int(status) >= 400:
-            _as_problem(int(status), response)
+            _as_problem(int(status), response, path)
         elif status.isdigit():
             _success_example(method, path, response, schemas)
     body = operation.get("requestBody")
@@ -231,36 +231,17 @@ def _standard_statuses(operation: dict[str, Any]) -> list[int]:
     return statuses
 
 
-def _as_problem(status: int, response: dict[str, Any]) -> None:
+def _as_problem(status: int, response: dict[str, Any], path: str) -> None:
     if not response.get("description") or response["description"] in _FASTAPI_DESCRIPTIONS:
         response["description"] = _GENERIC.get(status, status_title(status))
     content = response.get("content", {})
     media = content.get(PROBLEM_JSON, {})
     media.setdefault("schema", PROBLEM_REF)
-    media.setdefault("example", problem_example(status, response["description"]))
+    media.setdefault("example", examples.problem(status, response["description"], path))
     # Every error is problem+json: FastAPI's application/json HTTPValidationError was never sent.
     response["content"] = {PROBLEM_JSON: media}
     if status in _HEADERS:
         response.setdefault("headers", {}).update(_HEADERS[status])
-
-
-def problem_example(status: int, description: str) -> dict[str, Any]:
-    example: dict[str, Any] = {
-        "type": "about:blank",
-        "title": status_title(status),
-        "status": status,
-        "detail": description,
-    }
-    if status == 422:
-        example["detail"] = "query.limit: Input should be less than or equal to 200"
-        example["errors"] = [
-            {
-                "loc": ["query", "limit"],
-                "msg": "Input should be less than or equal to 200",
-                "type": "less_than_equal",
-            }
-        ]
-    return example
 
 
 def _success_example(method: str, path: str, response: dict[str, Any], schemas: dict[str, Any]) -> None:

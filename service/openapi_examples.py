@@ -14,6 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from service.errors import status_title
 from service.pagination import encode_cursor
 
 MODEL = "digits"
@@ -457,6 +458,52 @@ def allowed(value: Any, schema: dict[str, Any], components: dict[str, Any]) -> b
     if options:
         return any(allowed(value, option, components) for option in options if option.get("type") != "null")
     return value in schema["enum"] if "enum" in schema else True
+
+
+# --- problem details ------------------------------------------------------------------------
+
+# What the service says for the statuses every route may answer (service/deps.py, errors.py,
+# ops/bodylimit.py, deletions/limits.py), with the members it adds.
+_PROBLEMS: dict[int, dict[str, Any]] = {
+    401: {"detail": "missing API key: send 'Authorization: Bearer <key>'"},
+    403: {"detail": "this API key lacks the 'models:write' scope", "required_scope": "models:write"},
+    413: {"detail": "the request body exceeds the limit of 268435456 bytes", "max_body_bytes": 268435456},
+    422: {
+        "detail": "query.limit: Input should be less than or equal to 200",
+        "errors": [
+            {
+                "loc": ["query", "limit"],
+                "msg": "Input should be less than or equal to 200",
+                "type": "less_than_equal",
+            }
+        ],
+    },
+    429: {
+        "detail": "this tenant has 9990 samples waiting to be forgotten; 20 more would pass its limit "
+        "of 10000",
+        "limit": 10000,
+    },
+    500: {"detail": "an unexpected error occurred"},
+}
+# A 404 names what was not found: the object of the path's first segment.
+_NOT_FOUND = {
+    "/v1/datasets": f"dataset {DATASET}",
+    "/v1/models": f"model {MODEL}",
+    "/v1/jobs": f"job {JOB_ID}",
+    "/v1/deletion-requests": f"deletion request {REQUEST_ID}",
+    "/v1/erasures": f"erasure {ERASURE_ID}",
+    "/v1/keys": f"API key {KEY_ID}",
+}
+
+
+def problem(status: int, description: str, path: str) -> dict[str, Any]:
+    example: dict[str, Any] = {"type": "about:blank", "title": status_title(status), "status": status}
+    example.update(_PROBLEMS.get(status, {"detail": description}))
+    if status == 404:
+        prefix = "/".join(path.split("/")[:3])
+        what = _NOT_FOUND.get(prefix)
+        example["detail"] = f"{what} not found" if what else description
+    return example
 
 
 # --- examples made from a schema, for what has no curated one --------------------------------
