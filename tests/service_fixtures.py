@@ -45,6 +45,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from service.context import ServiceContext
 from service.settings import Settings
@@ -375,6 +376,14 @@ def _rebased(settings: Settings, old: str, new: str) -> Settings:
     return settings.model_copy(update=update)
 
 
+def _settings_key(settings: Settings) -> str:
+    """All the values, secrets included (a dump would mask them: two secrets, one key)."""
+    values = {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value for name, value in settings
+    }
+    return json.dumps(values, sort_keys=True, default=str)
+
+
 def _files_and_dirs(root: Path) -> tuple[list[Path], set[Path]]:
     files: list[Path] = []
     dirs: set[Path] = set()
@@ -403,7 +412,7 @@ class PooledApp:
         """What a test could change on the app and leave for the next one."""
         app, ctx = self.client.app, self.client.ctx
         return (
-            ctx.settings.model_dump_json(),
+            _settings_key(ctx.settings),
             {k: id(v) for k, v in vars(ctx).items()},
             {k: id(v) for k, v in app.dependency_overrides.items()},
             {k: id(v) for k, v in getattr(app.state, "_state", {}).items()},
@@ -500,7 +509,7 @@ class AppPool:
                     self._evict(pooled)
 
     def _get(self, settings: Settings, tmp_path: Path) -> PooledApp:
-        key = json.dumps(_rebased(settings, str(tmp_path), "<tmp>").model_dump(mode="json"), sort_keys=True)
+        key = _settings_key(_rebased(settings, str(tmp_path), "<tmp>"))
         pooled = self.apps.get(key)
         if pooled is not None:
             self.apps.move_to_end(key)
