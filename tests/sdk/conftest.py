@@ -105,6 +105,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env.update(
         UNLEARN_DATA_DIR=str(tmp / "var"), UNLEARN_ADMIN_KEY=ADMIN_KEY, UNLEARN_TORCH_THREADS="1",
         UNLEARN_LOG_LEVEL="WARNING", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+        # Webhooks to the tests' own receiver on loopback, given up on (dead) after two quick tries.
+        UNLEARN_WEBHOOK_ALLOWED_HOSTS="127.0.0.1", UNLEARN_WEBHOOK_MAX_ATTEMPTS="2",
+        UNLEARN_WEBHOOK_BACKOFF_SECONDS="0.2", UNLEARN_WEBHOOK_POLL_SECONDS="0.2",
     )  # fmt: skip
     env[TREE_MARKER_ENV] = marker
     log_path = tmp / "service.log"

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from unlearn_client.cli.commands import account, audit, keys, lists, models, requests, versions
+from unlearn_client.cli.commands import account, audit, keys, lists, models, requests, signatures, versions
 from unlearn_client.cli.session import current
 
 app = typer.Typer(
@@ -47,3 +47,7 @@ app.add_typer(lists.requests, name="requests")
 app.add_typer(lists.jobs, name="jobs")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.command("public-key")(signatures.public_key)
+app.command()(signatures.certificate)
+app.command()(signatures.receipt)
+app.command("verify-certificate")(signatures.verify_certificate)

@@ -92,6 +92,10 @@ class Output:
             table.add_row(*(_cell(_lookup(row, c)) for c in columns))
         Console().print(table)
 
+    def problem(self, document: Mapping[str, Any]) -> None:
+        """An error as problem+json on stdout (--json), else one line on stderr."""
+        report_problem(dict(document), self.as_json)
+
     def note(self, text: str) -> None:
         """A line for people (stderr): never mixed into JSON output."""
         if not self.as_json:
@@ -125,7 +129,11 @@ def exit_code(exc: BaseException) -> int:
 
 def report_error(exc: BaseException, as_json: bool) -> int:
     """Print the error (JSON on stdout, or a line on stderr) and return the exit code."""
-    document = error_document(exc)
+    report_problem(error_document(exc), as_json)
+    return exit_code(exc)
+
+
+def report_problem(document: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(document)
     else:
@@ -137,4 +145,3 @@ def report_error(exc: BaseException, as_json: bool) -> int:
             if isinstance(item, dict):
                 where = ".".join(str(p) for p in item.get("loc", []))
                 sys.stderr.write(f"  {where}: {item.get('msg', '')}\n")
-    return exit_code(exc)
