@@ -31,4 +31,4 @@ def test_quick_mode_writes_its_section(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "service.json").read_text())["meta"]["quick"] is True
     text = md.read_text()
     assert "<!-- BEGIN service -->" in text and "kept" in text
-    assert "| embedded | 8 |" in text and "| embedded | class | " in text
+    assert "| embedded | current, 1 process | " in text and "| embedded | class | " in text
