@@ -136,7 +136,10 @@ def test_unknown_or_out_of_range_params_are_refused(memorised: dict[str, Any], m
 # Epochs are passes over the retain set: this one is small (3 batches), so more of them than the
 # defaults (measured on larger sets) for the forget term to get its steps; SCRUB's default lr
 # (1e-3, measured on the MNIST-1D benchmark) forgets too little on this model within them.
-LONGER: dict[str, dict[str, Any]] = {"scrub": {"epochs": 60, "max_epochs": 60, "lr": 3e-3}, "neggrad_plus": {"epochs": 60}}
+LONGER: dict[str, dict[str, Any]] = {
+    "scrub": {"epochs": 60, "max_epochs": 60, "lr": 3e-3},
+    "neggrad_plus": {"epochs": 60},
+}
 
 
 @pytest.mark.parametrize("method", ["scrub", "neggrad_plus"])
