@@ -31,6 +31,11 @@ Writer = Annotated[Principal, Depends(require("webhooks:write"))]
     status_code=201,
     response_model=WebhookCreated,
     summary="Register a webhook (its signing secret is shown once)",
+    responses={
+        404: {"description": "the named model does not exist"},
+        409: {"description": "the tenant has the most webhooks allowed (webhook_max_per_tenant)"},
+        422: {"description": "an unknown event, or a destination that is refused (SSRF rules)"},
+    },
 )
 def create_webhook(body: WebhookCreate, db: DbSession, principal: Writer, ctx: Context) -> Any:
     logic.check_destination(ctx, body.url)  # before the transaction: it resolves the host
@@ -82,6 +87,7 @@ def get_delivery(webhook_id: str, delivery_id: str, db: DbSession, principal: Re
     status_code=202,
     response_model=DeliveryOut,
     summary="Re-send a dead delivery",
+    responses={409: {"description": "the delivery is not dead (pending and failed ones retry on their own)"}},
 )
 def retry_delivery(webhook_id: str, delivery_id: str, db: DbSession, principal: Writer) -> Any:
     return JSONResponse(logic.retry(db, principal, webhook_id, delivery_id), status_code=202)

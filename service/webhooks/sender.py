@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from service.settings import Settings
 from service.webhooks.signing import sign_headers
-from service.webhooks.ssrf import AllowList, RefusedDestination, check
+from service.webhooks.ssrf import AllowList, IPAddress, RefusedDestination, check
 
 USER_AGENT = "unlearn-service-webhooks/1"
 _EXCERPT_CHARS = 300
@@ -44,13 +45,35 @@ def _read_capped(response: httpx.Response, cap: int, deadline: float) -> bytes:
     return bytes(buf[:cap])
 
 
+def _post(
+    settings: Settings,
+    target: httpx.URL,
+    address: IPAddress,
+    headers: dict[str, str],
+    body: bytes,
+    extensions: dict[str, Any],
+) -> tuple[int, bytes]:
+    timeout = settings.webhook_timeout_seconds
+    deadline = time.monotonic() + timeout
+    # A client per attempt: connections are keyed by the pinned IP, and a pooled TLS connection
+    # of one host name must never carry a request for another.
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        request = client.build_request(
+            "POST", target.copy_with(host=str(address)), content=body, headers=headers, extensions=extensions
+        )
+        response = client.send(request, stream=True)
+        try:
+            return response.status_code, _read_capped(response, settings.webhook_max_response_bytes, deadline)
+        finally:
+            response.close()
+
+
 def send(settings: Settings, allow: AllowList, url: str, msg_id: str, secret: str, body: bytes) -> Attempt:
     try:
         destination = check(url, allow)
     except RefusedDestination as exc:
         return Attempt(False, None, f"refused destination: {exc}")
     target = destination.url
-    address = destination.addresses[0]
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
@@ -58,32 +81,22 @@ def send(settings: Settings, allow: AllowList, url: str, msg_id: str, secret: st
         "host": target.netloc.decode("ascii"),
         **sign_headers(secret, msg_id, body),
     }
-    extensions = {"sni_hostname": destination.host} if target.scheme == "https" else {}
-    timeout = settings.webhook_timeout_seconds
-    deadline = time.monotonic() + timeout
-    try:
-        # A client per attempt: connections are keyed by the pinned IP, and a pooled TLS
-        # connection of one host name must never carry a request for another.
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            request = client.build_request(
-                "POST",
-                target.copy_with(host=str(address)),
-                content=body,
-                headers=headers,
-                extensions=extensions,
-            )
-            response = client.send(request, stream=True)
-            try:
-                excerpt = _read_capped(response, settings.webhook_max_response_bytes, deadline)
-            finally:
-                response.close()
-    except httpx.TimeoutException:
-        return Attempt(False, None, f"timed out after {timeout:g} s")
-    except httpx.HTTPError as exc:
-        return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:1000])
-    code = response.status_code
-    if 200 <= code < 300:
-        return Attempt(True, code)
-    text = excerpt.decode("utf-8", "replace")[:_EXCERPT_CHARS]
-    hint = " (redirects are not followed)" if 300 <= code < 400 else ""
-    return Attempt(False, code, f"HTTP {code}{hint}" + (f": {text}" if text else ""))
+    extensions: dict[str, Any] = {"sni_hostname": destination.host} if target.scheme == "https" else {}
+    refused = Attempt(False, None, "no address to connect to")
+    for address in destination.addresses:  # every one of them checked
+        try:
+            code, excerpt = _post(settings, target, address, headers, body, extensions)
+        except httpx.ConnectError as exc:
+            # The name's next address may answer (a dual-stack host whose IPv6 path is down).
+            refused = Attempt(False, None, f"ConnectError ({address}): {exc}"[:1000])
+            continue
+        except httpx.TimeoutException:
+            return Attempt(False, None, f"timed out after {settings.webhook_timeout_seconds:g} s")
+        except httpx.HTTPError as exc:
+            return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:1000])
+        if 200 <= code < 300:
+            return Attempt(True, code)
+        text = excerpt.decode("utf-8", "replace")[:_EXCERPT_CHARS]
+        hint = " (redirects are not followed)" if 300 <= code < 400 else ""
+        return Attempt(False, code, f"HTTP {code}{hint}" + (f": {text}" if text else ""))
+    return refused

@@ -147,12 +147,13 @@ class Destination:
     addresses: tuple[IPAddress, ...]  # all acceptable; deliveries connect to the first
 
 
-def check(url: str, allow: AllowList, resolver: Resolver = resolve) -> Destination:
-    """Parse, resolve and check a URL; raise :class:`RefusedDestination` with the reason."""
+def check(url: str, allow: AllowList, resolver: Resolver | None = None) -> Destination:
+    """Parse, resolve (with ``resolver``, default :func:`resolve`) and check a URL; raise
+    :class:`RefusedDestination` with the reason."""
     parsed = parse_url(url)
     host = parsed.raw_host.decode("ascii")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    addresses = resolver(_normal_host(host), port)
+    addresses = (resolver or resolve)(_normal_host(host), port)
     for address in addresses:
         if allow.listed(host, address):
             continue

@@ -798,3 +798,39 @@ def test_allowed_hosts_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("UNLEARN_WEBHOOK_ALLOWED_HOSTS", '["::1", "fd00::/8"]')
     allow = AllowList.from_settings(Settings())
     assert ipaddress.ip_network("fd00::/8") in allow.networks
+
+
+def test_a_name_with_an_unreachable_address_is_sent_to_its_next_one(
+    api: ApiClient, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.webhooks import ssrf
+
+    hook = register(api, receiver.url(), ["version.created"])
+    upload_model(api, "m")
+    # The name answers two addresses (both checked): nothing listens on the first.
+    two = [ipaddress.ip_address("127.0.0.2"), ipaddress.ip_address("127.0.0.1")]
+    monkeypatch.setattr(ssrf, "resolve", lambda _host, _port: two)
+    loopback = dataclasses.replace(
+        api.ctx, settings=api.settings.model_copy(update={"webhook_allowed_hosts": ["127.0.0.0/8"]})
+    )
+    deliver_due(loopback)
+    (delivered,) = deliveries(api, hook["id"], "delivered")
+    assert delivered["attempts"] == 1 and len(receiver.requests) == 1
+    assert receiver_verifies(hook["secret"], receiver.requests[0].headers, receiver.requests[0].body)
+    # With none answering, the attempt fails and says why.
+    monkeypatch.setattr(ssrf, "resolve", lambda _host, _port: two[:1])
+    assert api.upload_version("m", make_checkpoint(seed=1)).status_code == 201
+    deliver_due(loopback)
+    (failed,) = deliveries(api, hook["id"], "failed")
+    assert failed["last_error"].startswith("ConnectError (127.0.0.2)") and failed["last_status_code"] is None
+
+
+def test_a_tenant_has_at_most_so_many_webhooks(
+    make_api: Callable[..., ApiClient], receiver: Receiver
+) -> None:
+    api = make_api(webhook_allowed_hosts=["127.0.0.1"], webhook_max_per_tenant=1)
+    register(api, receiver.url(), ["job.failed"])
+    problem = assert_problem(
+        api.post("/v1/webhooks", json={"url": receiver.url(), "events": ["job.failed"]}), 409
+    )
+    assert problem["limit"] == 1
