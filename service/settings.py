@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)
     webhook_backoff_seconds: float = Field(default=10.0, gt=0)  # before the 2nd attempt; doubles
     webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)
-    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)  # connect, and the whole answer
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)  # each network operation
     webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)  # read from an answer, at most
     webhook_max_per_tenant: int = Field(default=50, ge=1)
     # The API's delivery thread runs beside its reconciler thread (run_reconciler_in_api) unless
