@@ -9,12 +9,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from unlearn_client import CreatedWebhook, Delivery, Exactness, Job, Model, NotFound, Page, Webhook
 from unlearn_client.webhook_signature import WebhookSignatureError, sign, verify_webhook
 
+import tests.sdk.test_cli as cli_tests
 import tests.sdk.test_datasets as dataset_tests
 from tests.sdk.conftest import DIGITS_ARCH, Clients, Digits, Server, unique
 
@@ -150,3 +152,29 @@ def test_a_training_job(server: Server, digits: Digits) -> None:
     assert version.version == 2 and version.created_by_job == job.id
     assert version.training_data is not None and version.training_data.dataset == dataset
     assert version.recipe is not None and version.recipe["epochs"] == 1
+
+
+def test_models_update_webhooks_and_train_on_the_command_line(
+    server: Server, registered: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    cli = cli_tests.Cli(server, tmp_path / "config")
+    cli.login()
+    model = cli.json("models", "update", registered, "--after-erasures", "4", "--description", "from the cli")
+    assert model["exactness"]["after_erasures"] == 4 and model["description"] == "from the cli"
+    assert cli.json("models", "update", registered, "--no-exactness")["exactness"] is None
+    done = cli.run("--json", "models", "update", registered, check=2)  # nothing to change
+    assert "nothing to change" in done.stderr
+
+    hook = cli.json(
+        "webhooks", "create", receiver.url, "-e", "job.succeeded", "-e", "job.failed", "--model", registered
+    )
+    assert hook["secret"].startswith("whsec_") and hook["events"] == ["job.failed", "job.succeeded"]
+    assert hook["id"] in [w["id"] for w in cli.json("webhooks", "list")]
+    assert "secret" not in cli.json("webhooks", "get", hook["id"])
+    assert cli.json("webhooks", "deliveries", hook["id"]) == []
+    assert cli.json("webhooks", "delete", hook["id"]) == {"id": hook["id"], "deleted": True}
+    assert cli.json("webhooks", "get", hook["id"], check=1)["status"] == 404
+
+    # A training job on a dataset that does not exist: the API's 404, as problem+json.
+    problem = cli.json("train", registered, unique("no-such-dataset"), check=1)
+    assert problem["status"] == 404

@@ -9,12 +9,22 @@ from typing import Annotated
 
 import typer
 
-from unlearn_client.cli.commands import account, audit, keys, lists, models, requests, signatures, versions
+from unlearn_client.cli.commands import (
+    account,
+    audit,
+    keys,
+    lists,
+    models,
+    requests,
+    signatures,
+    versions,
+    webhooks,
+)
 from unlearn_client.cli.session import current
 
 app = typer.Typer(
     name="unlearn-client",
-    help="Client of the unlearning service: models, versions, deletion requests, jobs, audit, keys.",
+    help="Client of the unlearning service: models, versions, deletions, jobs, audit, keys, webhooks.",
     no_args_is_help=True,
     add_completion=False,
     # Errors are printed by the entry point (as JSON with --json), not as tracebacks.
@@ -39,6 +49,7 @@ app.command()(account.health)
 app.add_typer(models.app, name="models")
 app.add_typer(versions.app, name="versions")
 app.command()(requests.submit)
+app.command()(requests.train)
 app.command()(requests.status)
 app.command()(requests.wait)
 app.command()(requests.cancel)
@@ -47,6 +58,7 @@ app.add_typer(lists.requests, name="requests")
 app.add_typer(lists.jobs, name="jobs")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("public-key")(signatures.public_key)
 app.command()(signatures.certificate)
 app.command()(signatures.receipt)

@@ -9,7 +9,9 @@ import typer
 
 from unlearn_client.cli.session import JsonFlag, current
 
-jobs = typer.Typer(help="Unlearning jobs (see also: status, wait, cancel).", no_args_is_help=True)
+jobs = typer.Typer(
+    help="Unlearning and training jobs (see also: train, status, wait, cancel).", no_args_is_help=True
+)
 requests = typer.Typer(help="Deletion requests (see also: submit, status, wait).", no_args_is_help=True)
 
 ModelFilter = Annotated[str | None, typer.Option(help="Only this model's.")]
@@ -24,7 +26,17 @@ def list_jobs(
     """List jobs, newest first."""
     out = current.output(json)
     found = current.client().jobs.iterate(model=model, status=status)
-    columns = ["id", "model", "status", "stage", "progress", "n_requests", "result_version", "created_at"]
+    columns = [
+        "id",
+        "model",
+        "kind",
+        "status",
+        "stage",
+        "progress",
+        "n_requests",
+        "result_version",
+        "created_at",
+    ]
     out.records(itertools.islice(found, limit), columns)
 
 

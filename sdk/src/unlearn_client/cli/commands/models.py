@@ -1,4 +1,4 @@
-"""``models list|create|get``."""
+"""``models list|create|get|update``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from unlearn_client.cli.session import JsonFlag, current
 
 app = typer.Typer(help="Registered models.", no_args_is_help=True)
 
-MODEL_FIELDS = ["name", "task", "architecture", "latest_version", "description", "tags", "created_at"]
+MODEL_FIELDS = [
+    "name", "task", "architecture", "latest_version", "description", "tags", "exactness", "created_at",
+]  # fmt: skip
 
 
 @app.command("list")
@@ -65,3 +67,39 @@ def get(name: str, json: JsonFlag = False) -> None:
     """Show a model."""
     out = current.output(json)
     out.record(current.client().models.get(name), MODEL_FIELDS)
+
+
+@app.command("update")
+def update(
+    name: str,
+    after_erasures: Annotated[
+        int | None, typer.Option(help="Eventual exactness: retrain exactly after this many erasures.")
+    ] = None,
+    after_hours: Annotated[
+        float | None, typer.Option(help="Eventual exactness: ... or this many hours after the first one.")
+    ] = None,
+    no_exactness: Annotated[
+        bool, typer.Option("--no-exactness", help="Turn eventual exactness off.")
+    ] = False,
+    description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Change a model's settings: eventual exactness, description (what is not given stays)."""
+    out = current.output(json)
+    exactness: dict[str, Any] | None = None
+    if no_exactness:
+        if after_erasures is not None or after_hours is not None:
+            raise typer.BadParameter("--no-exactness with --after-erasures / --after-hours")
+        exactness = {}
+    elif after_erasures is not None or after_hours is not None:
+        exactness = {
+            k: v
+            for k, v in {"after_erasures": after_erasures, "after_hours": after_hours}.items()
+            if v is not None
+        }
+    if exactness is None and description is None:
+        raise typer.BadParameter(
+            "nothing to change: give --after-erasures, --after-hours, --no-exactness or --description"
+        )
+    model = current.client().models.update(name, exactness=exactness, description=description)
+    out.record(model, MODEL_FIELDS)

@@ -1,4 +1,4 @@
-"""``submit``, ``status``, ``wait``, ``cancel``: deletion requests and the jobs that serve them."""
+"""``submit``, ``train``, ``status``, ``wait``, ``cancel``: deletion requests, training, and their jobs."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from unlearn_client.cli.session import JsonFlag, current
 from unlearn_client.models import DeletionRequest, Job
 
 REQUEST_FIELDS = [
-    "id", "model", "status", "job_id", "method", "n_samples", "result_version", "forget_set_purged",
-    "error", "created_at", "finished_at",
+    "id", "model", "status", "job_id", "method", "n_samples", "result_version", "outcome", "exact_version",
+    "forget_set_purged", "error", "created_at", "finished_at",
 ]  # fmt: skip
 JOB_FIELDS = [
-    "id", "model", "status", "stage", "progress", "method", "base_version", "result_version",
+    "id", "model", "kind", "reason", "status", "stage", "progress", "method", "method_reason", "base_version",
+    "result_version",
     "deletion_requests", "attempts", "error", "metrics.before", "metrics.after", "created_at", "finished_at",
 ]  # fmt: skip
 
@@ -89,6 +90,30 @@ def submit(
         f"request {request.id}: {request.status}" + (f", job {request.job_id}" if request.job_id else "")
     )
     _finish(client.deletions.wait(request, progress=_show_progress(progress, out)), out)
+
+
+def train(
+    model: str,
+    dataset: Annotated[str, typer.Argument(help="A registered dataset to train on.")],
+    dataset_version: Annotated[str | None, typer.Option(help="Its version (default: the latest).")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="How to train (JSON or @file); default: the latest version's recipe.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job is done.")] = False,
+    progress: ProgressFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Train a new version of a model from a registered dataset version (a job on the queue)."""
+    out = current.output(json)
+    client = current.client()
+    job = client.jobs.train(
+        model, dataset, dataset_version=dataset_version, recipe=json_object(recipe, "--recipe")
+    )
+    if not wait:
+        out.record(job, JOB_FIELDS)
+        return
+    out.note(f"job {job.id}: {job.status}")
+    _finish(client.jobs.wait(job, progress=_show_progress(progress, out)), out)
 
 
 def status(
