@@ -24,7 +24,9 @@ class TenantBusy(Exception):
 def check_fair_share(session: Session, tenant_id: str, max_running: int) -> None:
     # Serialise claims per tenant (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does),
     # so two workers claiming jobs of one tenant on different models cannot both pass the cap.
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    # FOR NO KEY UPDATE, not FOR UPDATE: it must not block the foreign-key checks (FOR KEY SHARE)
+    # of the tenant's rows, or a publish holding the audit head deadlocks with a claim.
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
     now = db_time(utcnow())
     live = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at >= now)
     running = (
