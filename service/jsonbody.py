@@ -8,7 +8,9 @@ neither is a ``JSONDecodeError``, so code that catches only that answered them w
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from service.errors import json_error_detail, unprocessable
 
@@ -41,3 +43,22 @@ def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth) for child in children)
     return deepest
+
+
+Parsed = TypeVar("Parsed", bound=BaseModel)
+
+
+def parse_model(raw: str | bytes | Any, model: type[Parsed], *, prefix: str = "") -> Parsed:
+    """A JSON body (bytes or text) or an already parsed value as ``model``; any failure is a 422
+    problem naming the first bad field (under ``prefix``) and listing every error."""
+    value = loads(raw, what=prefix or "the body") if isinstance(raw, str | bytes) else raw
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        errors = [
+            {"loc": [*([prefix] if prefix else []), *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_input=False)
+        ]
+        first = errors[0]
+        where = ".".join(str(p) for p in first["loc"]) or prefix or "body"
+        raise unprocessable(f"{where}: {first['msg']}", errors=errors) from None

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from service.errors import unprocessable
+from service.errors import not_found, unprocessable
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit, paginate
 from service.registry.logic import get_model
-from service.tables import DeletionRequest, Job, Model
+from service.tables import DeletionRequest, Erasure, Job, Model
 
 Row = TypeVar("Row", Job, DeletionRequest)
+Owned = TypeVar("Owned", Job, DeletionRequest, Erasure)
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,20 @@ def page_model_rows(
     if missing:
         names.update(dict(db.execute(select(Model.id, Model.name).where(Model.id.in_(missing))).all()))
     return rows, names, next_cursor
+
+
+def get_owned(
+    db: Session, entity: type[Owned], tenant_id: str, ident: str, kind: str, *, owner: type[Any] = Model
+) -> tuple[Owned, str]:
+    """One of the tenant's ``entity`` rows by id, with the name of the model (or dataset) that owns
+    it; another tenant's row is a 404, as a missing one."""
+    fk = getattr(entity, "dataset_id" if owner is not Model else "model_id")
+    row = db.execute(
+        select(entity, owner.name)
+        .join(owner, owner.id == fk)
+        .where(entity.id == ident, entity.tenant_id == tenant_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if row is None:
+        raise not_found(kind, ident)
+    return row[0], row[1]

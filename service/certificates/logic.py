@@ -15,9 +15,10 @@ from service.certificates.certificate import (
 )
 from service.certificates.signing import SignedDocument, Signer
 from service.context import ServiceContext
-from service.errors import conflict, not_found
+from service.errors import conflict
 from service.jobs.states import JobStatus, RequestStatus
-from service.tables import AuditEvent, DeletionRequest, Job, Model, ModelVersion
+from service.listing import get_owned
+from service.tables import AuditEvent, DeletionRequest, Job, ModelVersion
 
 SUCCEEDED_ACTION = "job.succeeded"
 
@@ -28,14 +29,7 @@ def _uncertifiable(request_id: str, what: str) -> Exception:
 
 
 def certificate_facts(session: Session, tenant_id: str, request_id: str) -> CertificateFacts:
-    row = session.execute(
-        select(DeletionRequest, Model.name)
-        .join(Model, Model.id == DeletionRequest.model_id)
-        .where(DeletionRequest.id == request_id, DeletionRequest.tenant_id == tenant_id)
-    ).one_or_none()
-    if row is None:
-        raise not_found("deletion request", request_id)
-    req, model_name = row
+    req, model_name = get_owned(session, DeletionRequest, tenant_id, request_id, "deletion request")
     if req.status != RequestStatus.COMPLETED:
         raise conflict(
             f"deletion request {request_id} is {req.status}: a certificate is issued once it is completed",

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,7 +16,7 @@ from service import idempotency
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets.logic import read_samples
-from service.db import session_scope, utcnow
+from service.db import group_commit, session_scope, utcnow
 from service.deletions.limits import check_backlog, check_param_bounds
 from service.deletions.purge import key_referenced
 from service.deletions.reference import (
@@ -29,11 +28,12 @@ from service.deletions.reference import (
 )
 from service.deletions.schemas import DeletionRequestOut, SampleDigestsOut
 from service.deps import Principal
-from service.errors import Problem, conflict, not_found, unprocessable
+from service.errors import Problem, conflict, unprocessable
 from service.jobs.exactness import stages
 from service.jobs.policy import AcceptancePolicy, PolicyLimitError
 from service.jobs.states import JobStatus, RequestStatus
-from service.listing import ModelListQuery, page_model_rows
+from service.jsonbody import parse_model
+from service.listing import ModelListQuery, get_owned, page_model_rows
 from service.outbox import enqueue_job
 from service.privacy import keyed_digest, keyed_digests
 from service.registry.logic import get_model, get_version
@@ -133,16 +133,7 @@ def resolve_policy(settings: Settings, policy: AcceptancePolicy | None) -> Accep
 
 
 def parse_policy(raw: Any) -> AcceptancePolicy | None:
-    if raw is None:
-        return None
-    try:
-        return AcceptancePolicy.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise unprocessable(
-            f"policy.{where}: {first['msg']}" if where else f"policy: {first['msg']}"
-        ) from exc
+    return None if raw is None else parse_model(raw, AcceptancePolicy, prefix="policy")
 
 
 def validate_forget_set(
@@ -448,21 +439,28 @@ def _replay(ctx: ServiceContext, idem: idempotency.IdempotencyContext) -> Answer
 
 def _write_once(
     ctx: ServiceContext,
-    db: Session,
     idem: idempotency.IdempotencyContext | None,
     prepared: list[Prepared],
-    write: Callable[[], Answer],
+    write: Callable[[Session], Answer],
 ) -> Answer:
-    """Run ``write`` in the caller's transaction with its idempotency record; on a race with the
-    same key, answer as the winner did; on any failure, remove the blobs nobody references."""
-    try:
-        answer = write()
+    """Run ``write`` with its idempotency record, committed before this returns; on a race with
+    the same key, answer as the winner did; on any failure, remove the blobs nobody references.
+
+    The transaction is shared with the intakes that arrive meanwhile (service.db.GroupCommit):
+    each holds the model's row lock and the tenant's audit-chain lock until its commit, so one
+    transaction (and one fsync) per request would serialise a model's intake behind the disk.
+    """
+
+    def unit(db: Session) -> Answer:
+        answer = write(db)
         if idem is not None:
             idempotency.store(db, idem, answer.status_code, answer.body, answer.headers)
         db.flush()  # a duplicate Idempotency-Key fails here, not at commit
         return answer
+
+    try:
+        return group_commit(ctx.session_factory).run(unit)
     except IntegrityError:
-        db.rollback()
         for p in prepared:
             if p.stored is not None:
                 _forget_orphan(ctx, p.stored.key)
@@ -471,7 +469,6 @@ def _write_once(
             return replay
         raise
     except BaseException:
-        db.rollback()  # before the orphan check, which reads in a session of its own
         for p in prepared:
             if p.stored is not None:
                 _forget_orphan(ctx, p.stored.key)
@@ -490,14 +487,14 @@ def submit(
         return replay
     p = prepare(ctx, principal, model_name, intake)
 
-    def write() -> Answer:
+    def write(db: Session) -> Answer:
         req = record(ctx, db, principal, p)
         body = to_out(req, p.model.name, ctx.tenant_key(principal.tenant_id)).model_dump(mode="json")
         # Already erased: done now (200), not accepted for later (202).
         status = 200 if req.status == RequestStatus.COMPLETED else 202
         return Answer(status, body, {"Location": f"/v1/deletion-requests/{req.id}"})
 
-    return _write_once(ctx, db, idem, [p], write)
+    return _write_once(ctx, idem, [p], write)
 
 
 def submit_bulk(
@@ -523,12 +520,12 @@ def submit_bulk(
             exc.extra["index"] = i
             raise
 
-    def write() -> Answer:
+    def write(db: Session) -> Answer:
         key = ctx.tenant_key(principal.tenant_id)
         items = [to_out(record(ctx, db, principal, p), model_name, key) for p in prepared]
         return Answer(202, {"items": [i.model_dump(mode="json") for i in items]}, {})
 
-    return _write_once(ctx, db, idem, prepared, write)
+    return _write_once(ctx, idem, prepared, write)
 
 
 def _forget_orphan(ctx: ServiceContext, key: str) -> None:
@@ -573,14 +570,7 @@ def to_out(req: DeletionRequest, model_name: str, key: bytes) -> DeletionRequest
 
 
 def _load(db: Session, tenant_id: str, request_id: str) -> tuple[DeletionRequest, str]:
-    row = db.execute(
-        select(DeletionRequest, Model.name)
-        .join(Model, Model.id == DeletionRequest.model_id)
-        .where(DeletionRequest.id == request_id, DeletionRequest.tenant_id == tenant_id)
-    ).one_or_none()
-    if row is None:
-        raise not_found("deletion request", request_id)
-    return row[0], row[1]
+    return get_owned(db, DeletionRequest, tenant_id, request_id, "deletion request")
 
 
 def get_request(ctx: ServiceContext, db: Session, tenant_id: str, request_id: str) -> DeletionRequestOut:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -100,18 +99,7 @@ async def _parse_multipart(request: Request) -> tuple[logic.Intake, bytes]:
 
 
 def _parse_json(body: bytes) -> logic.Intake:
-    raw = jsonbody.loads(body)
-    try:
-        parsed = DeletionRequestIn.model_validate(raw)
-    except ValidationError as exc:
-        errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_input=False)
-        ]
-        first = errors[0]
-        raise unprocessable(
-            f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", errors=errors
-        ) from exc
+    parsed = jsonbody.parse_model(body, DeletionRequestIn)
     if parsed.samples is not None:
         if parsed.sample_ids is not None:
             raise unprocessable("give samples or sample_ids, not both")
@@ -181,14 +169,6 @@ async def create_deletion_request(
     return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
 
-def validation_problem(exc: ValidationError) -> Problem:
-    errors = [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_input=False)
-    ]
-    first = errors[0]
-    return unprocessable(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", errors=errors)
-
-
 @router.post(
     "/v1/models/{name}/deletion-requests/bulk",
     status_code=202,
@@ -206,10 +186,7 @@ async def create_deletion_requests_bulk(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     body = await request.body()
-    try:
-        parsed = BulkDeletionIn.model_validate(jsonbody.loads(body))
-    except ValidationError as exc:
-        raise validation_problem(exc) from exc
+    parsed = jsonbody.parse_model(body, BulkDeletionIn)
     limit = ctx.settings.max_bulk_requests
     if len(parsed.requests) > limit:
         raise unprocessable(f"requests: at most {limit} per call, got {len(parsed.requests)}")

@@ -25,8 +25,9 @@ from service.deletions.logic import Answer, Intake, Prepared, prepare, record, s
 from service.deletions.reference import Reference
 from service.deps import Principal
 from service.erasures.schemas import ErasureOut, ErasureRequestOut
-from service.errors import Problem, not_found
+from service.errors import Problem
 from service.jobs.states import RequestStatus
+from service.listing import get_owned
 from service.pagination import paginate
 from service.tables import Dataset, DatasetVersion, DeletionRequest, Erasure, Model, ModelVersion, new_id
 
@@ -228,14 +229,7 @@ def _written_by_jobs(session: Session, erasure: Erasure) -> int | None:
 
 
 def _load(session: Session, tenant_id: str, erasure_id: str) -> tuple[Erasure, str]:
-    row = session.execute(
-        select(Erasure, Dataset.name)
-        .join(Dataset, Dataset.id == Erasure.dataset_id)
-        .where(Erasure.id == erasure_id, Erasure.tenant_id == tenant_id)
-    ).one_or_none()
-    if row is None:
-        raise not_found("erasure", erasure_id)
-    return row[0], row[1]
+    return get_owned(session, Erasure, tenant_id, erasure_id, "erasure", owner=Dataset)
 
 
 def get(session: Session, ctx: ServiceContext, tenant_id: str, erasure_id: str) -> ErasureOut:

@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service import idempotency, jsonbody
-from service.deletions.routes import Reader, Writer, validation_problem
+from service.deletions.routes import Reader, Writer
 from service.deps import Context, DbSession
 from service.erasures import logic
 from service.erasures.schemas import ErasureIn, ErasureOut, ErasurePage
@@ -44,10 +43,7 @@ async def create_erasure(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     body = await request.body()
-    try:
-        parsed = ErasureIn.model_validate(jsonbody.loads(body))
-    except ValidationError as exc:
-        raise validation_problem(exc) from exc
+    parsed = jsonbody.parse_model(body, ErasureIn)
     if (parsed.subject is None) == (parsed.sample_ids is None):
         raise unprocessable("give exactly one of subject or sample_ids")
     idem = idempotency.make_context(principal.tenant_id, idempotency_key, "POST", request.url.path, body)

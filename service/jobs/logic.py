@@ -16,13 +16,13 @@ from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.db import session_scope
 from service.deps import Principal
-from service.errors import conflict, not_found
+from service.errors import conflict
 from service.jobs.errors import JobError
 from service.jobs.lifecycle import end_job, rowcount
 from service.jobs.schemas import JobOut
 from service.jobs.states import TERMINAL_JOB, JobStatus
-from service.listing import ModelListQuery, page_model_rows
-from service.tables import DeletionRequest, Job, Model
+from service.listing import ModelListQuery, get_owned, page_model_rows
+from service.tables import DeletionRequest, Job
 
 
 def to_out(job: Job, model_name: str, request_ids: list[str]) -> JobOut:
@@ -71,15 +71,7 @@ def _request_ids(db: Session, job_ids: list[str]) -> dict[str, list[str]]:
 
 
 def _load(db: Session, tenant_id: str, job_id: str) -> tuple[Job, str]:
-    row = db.execute(
-        select(Job, Model.name)
-        .join(Model, Model.id == Job.model_id)
-        .where(Job.id == job_id, Job.tenant_id == tenant_id)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    if row is None:
-        raise not_found("job", job_id)
-    return row[0], row[1]
+    return get_owned(db, Job, tenant_id, job_id, "job")
 
 
 def get_job(db: Session, tenant_id: str, job_id: str) -> JobOut:
