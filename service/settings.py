@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     erased_data_grace_seconds: float = Field(default=0.0, ge=0)
     default_method: str = "imu"
     # Where the model's training data is registered and a request names its samples.
-    default_retain_method: str = "scrub"
+    default_retain_method: str = "neggrad_plus"  # chosen by measurement: benchmarks/retain_selection.py
     device: str = "auto"
     torch_threads: int | None = Field(default=None, ge=1)  # None: torch's default (all cores)
 

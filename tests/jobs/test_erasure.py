@@ -127,7 +127,7 @@ def test_subject_erasure_across_two_models(api: ApiClient, digits: Digits) -> No
     assert again.json() == erasure
     jobs = [d["job_id"] for d in erasure["deletion_requests"]]
     job = api.get(f"/v1/jobs/{jobs[0]}").json()
-    assert job["method"] == "scrub", "the model's training data is registered: retain-aware default"
+    assert job["method"] == "neggrad_plus", "the model's training data is registered: retain-aware default"
     outcomes = _run_all(api, jobs)
     assert outcomes == [RunOutcome.SUCCEEDED, RunOutcome.SUCCEEDED], [_debug(api, j)["error"] for j in jobs]
 
@@ -158,7 +158,7 @@ def test_subject_erasure_across_two_models(api: ApiClient, digits: Digits) -> No
     assert len(receipt["models"]) == 2
     for m in receipt["models"]:
         assert m["model_versions"]["before"]["version"] == 1 and m["model_versions"]["after"]["version"] == 2
-        assert len(m["sample_digests"]) == 10 and m["method"] == "scrub" and m["policy"]["accepted"]
+        assert len(m["sample_digests"]) == 10 and m["method"] == "neggrad_plus" and m["policy"]["accepted"]
         assert m["exactness"]["stage"] == "approximate" and m["retired_versions"] == [1]
         assert {e["action"] for e in m["audit"]} >= {"deletion.requested", "job.succeeded"}
     signed = api.get(f"/v1/erasures/{erasure['id']}/receipt", params={"signed": "true"}).json()
