@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, literal
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -93,3 +96,122 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+T = TypeVar("T")
+
+
+class _Unit(Generic[T]):
+    __slots__ = ("error", "finished", "result", "wake", "work")
+
+    def __init__(self, work: Callable[[Session], T]) -> None:
+        self.work = work
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.finished = False
+        self.wake = threading.Event()
+
+
+class GroupCommit:
+    """Units of work from many threads written in shared transactions: group commit.
+
+    Why: a write that appends to a tenant's audit chain holds the chain's row lock (and the
+    intake the model's) until its commit, and a commit waits for the log to reach the disk
+    (a few ms here). One transaction per request therefore serialises a tenant's writes behind
+    one fsync each, whatever the number of API threads or processes. Here the units that arrive
+    while one transaction runs are written together in the next: one lock acquisition, one
+    commit and one fsync for all of them; the after-commit effects of all run once it committed.
+
+    ``run(work)`` blocks until ``work(session)`` is committed (returns its result) or failed
+    (raises its error). No thread of its own: the first caller that finds no transaction running
+    leads: it writes what is queued, batch after batch, until its own unit is done, then hands
+    over to the next waiting caller. A unit that raises is rolled back with its batch and the
+    others are written again without it (so ``work`` must only write through the session, and
+    may run more than once); a commit that fails is retried unit by unit, so one unit's error
+    never becomes another's.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], max_units: int = 64) -> None:
+        self._factory = factory
+        self._max_units = max_units
+        self._mutex = threading.Lock()
+        self._queue: deque[_Unit[Any]] = deque()
+        self._leading = False
+
+    def run(self, work: Callable[[Session], T]) -> T:
+        unit = _Unit(work)
+        with self._mutex:
+            self._queue.append(unit)
+            lead = not self._leading
+            self._leading = True
+        while not unit.finished:
+            if lead:
+                self._lead(unit)
+                continue
+            unit.wake.wait()
+            with self._mutex:
+                unit.wake.clear()
+                if unit.finished:
+                    break
+                lead = not self._leading
+                self._leading = True
+        if unit.error is not None:
+            raise unit.error
+        return unit.result  # type: ignore[return-value]
+
+    def _lead(self, own: _Unit[Any]) -> None:
+        try:
+            while not own.finished:
+                with self._mutex:
+                    batch = [self._queue.popleft() for _ in range(min(self._max_units, len(self._queue)))]
+                self._write(batch)
+        finally:
+            with self._mutex:
+                self._leading = False
+                following = self._queue[0] if self._queue else None
+            if following is not None:
+                following.wake.set()  # it leads next (unless a new caller took the lead first)
+
+    @staticmethod
+    def _finish(unit: _Unit[Any], result: Any = None, error: BaseException | None = None) -> None:
+        unit.result, unit.error, unit.finished = result, error, True
+        unit.wake.set()
+
+    def _write(self, batch: list[_Unit[Any]]) -> None:
+        pending = list(batch)
+        while pending:
+            failed: _Unit[Any] | None = None
+            results: list[Any] = []
+            try:
+                with session_scope(self._factory) as session:
+                    for unit in pending:
+                        failed = unit
+                        results.append(unit.work(session))
+                    failed = None
+            except BaseException as exc:
+                if failed is not None:  # this unit's work raised: the others go again without it
+                    self._finish(failed, error=exc)
+                    pending.remove(failed)
+                    continue
+                if len(pending) == 1:
+                    self._finish(pending[0], error=exc)
+                    return
+                for unit in pending:  # the commit failed: each alone, so the error finds its unit
+                    self._write([unit])
+                return
+            for unit, result in zip(pending, results, strict=True):
+                self._finish(unit, result)
+            return
+
+
+_group_commits: weakref.WeakKeyDictionary[sessionmaker[Session], GroupCommit] = weakref.WeakKeyDictionary()
+_group_commits_lock = threading.Lock()
+
+
+def group_commit(factory: sessionmaker[Session]) -> GroupCommit:
+    """The process's :class:`GroupCommit` for this session factory (one per database)."""
+    with _group_commits_lock:
+        gc = _group_commits.get(factory)
+        if gc is None:
+            gc = _group_commits[factory] = GroupCommit(factory)
+        return gc
