@@ -72,6 +72,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(_READ_ONLY):
+                # A read transaction (read_scope): WAL readers take no lock and wait for no writer.
+                conn.exec_driver_sql("BEGIN DEFERRED")
+                return
             # IMMEDIATE takes the write lock up front: a read-then-write transaction (claiming a job,
             # appending to the audit chain) can then never fail on lock upgrade or interleave.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -88,6 +92,38 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
     session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+_READ_ONLY = "unlearn_read_only"
+_readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def read_session(factory: sessionmaker[Session]) -> Session:
+    """A session for reading only. On SQLite its transaction begins DEFERRED instead of taking
+    the write lock, so reads (authentication, a GET) never queue behind a writer's transaction;
+    it must not write (the upgrade to a write lock may fail with "database is locked" when
+    another connection wrote meanwhile). Elsewhere it is an ordinary session."""
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
+        return factory()
+    reader = _readers.get(bind)
+    if reader is None:
+        reader = _readers[bind] = bind.execution_options(**{_READ_ONLY: True})
+    return factory(bind=reader)
+
+
+@contextmanager
+def read_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """:func:`session_scope` for reading only: see :func:`read_session`."""
+    session = read_session(factory)
     try:
         yield session
         session.commit()
