@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.db import utcnow
@@ -95,8 +95,9 @@ def create_key(
     return key, raw
 
 
-def authenticate(session: Session, raw: str) -> ApiKey | None:
-    """The active key for a presented secret, or None."""
+def authenticate(session: Session, raw: str, *, touch: bool = True) -> ApiKey | None:
+    """The active key for a presented secret, or None. ``touch``: also note its use (at most once
+    a minute; see :func:`use_is_stale`), a write in ``session``."""
     if not raw or len(raw) > 512:
         return None
     presented = hash_key(raw)
@@ -106,11 +107,19 @@ def authenticate(session: Session, raw: str) -> ApiKey | None:
         # Compare every candidate so timing does not depend on which one matched.
         if hmac.compare_digest(candidate.key_hash, presented) and candidate.revoked_at is None:
             found = candidate
-    if found is not None:
-        now = utcnow()
-        if found.last_used_at is None or now - found.last_used_at > _LAST_USED_RESOLUTION:
-            found.last_used_at = now
+    if found is not None and touch and use_is_stale(found):
+        found.last_used_at = utcnow()
     return found
+
+
+def use_is_stale(key: ApiKey) -> bool:
+    """Whether the key's ``last_used_at`` is due to be written again."""
+    return key.last_used_at is None or utcnow() - key.last_used_at > _LAST_USED_RESOLUTION
+
+
+def touch(session: Session, key_id: str) -> None:
+    """Note a key's use now (authentication read it in a read-only transaction)."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
 def any_key_exists(session: Session) -> bool:

@@ -43,13 +43,23 @@ def migrate() -> None:
 def api(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="UNLEARN_API_WORKERS",
+            help="uvicorn worker processes: each is one Python process (one GIL), so run about one "
+            "per core the API may use; they share the port",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
 
     settings = get_settings()
     if workers > 1:
+        # Migrate once here, before the workers start: each worker's start-up then finds the schema
+        # at head instead of racing the others to create it.
+        _migrate()
         uvicorn.run(
             "service.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None
         )

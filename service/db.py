@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import weakref
 from collections import deque
@@ -138,10 +139,12 @@ T = TypeVar("T")
 
 
 class _Unit(Generic[T]):
-    __slots__ = ("error", "finished", "result", "wake", "work")
+    __slots__ = ("context", "error", "finished", "result", "wake", "work")
 
     def __init__(self, work: Callable[[Session], T]) -> None:
         self.work = work
+        # Run in the caller's context (its request id in the log lines), whichever thread leads.
+        self.context = contextvars.copy_context()
         self.result: T | None = None
         self.error: BaseException | None = None
         self.finished = False
@@ -222,7 +225,7 @@ class GroupCommit:
                 with session_scope(self._factory) as session:
                     for unit in pending:
                         failed = unit
-                        results.append(unit.work(session))
+                        results.append(unit.context.run(unit.work, session))
                     failed = None
             except BaseException as exc:
                 if failed is not None:  # this unit's work raised: the others go again without it

@@ -44,12 +44,26 @@ def _ensure_head_row(session: Session, chain: str) -> None:
         session.execute(insert(AuditHead).values(**values))
 
 
+_LOCKED_HEADS = "audit_heads_locked"
+
+
 def _lock_head(session: Session, chain: str) -> AuditHead:
+    # A transaction that appends many events (a group commit of intakes) locks the head once: the
+    # row stays locked, and the object current, until that transaction (or savepoint) ends.
+    session.connection()  # begin now, so that the transaction below is the one holding the lock
+    tx = session.get_nested_transaction() or session.get_transaction()
+    held: tuple[object, dict[str, AuditHead]] | None = session.info.get(_LOCKED_HEADS)
+    if held is not None and held[0] is tx and chain in held[1]:
+        return held[1][chain]
     stmt = select(AuditHead).where(AuditHead.chain == chain).with_for_update()
     head = session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
     if head is None:
         _ensure_head_row(session, chain)
         head = session.scalars(stmt.execution_options(populate_existing=True)).one()
+    if held is None or held[0] is not tx:
+        held = (tx, {})
+        session.info[_LOCKED_HEADS] = held
+    held[1][chain] = head
     return head
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from service import idempotency
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets.logic import read_samples
-from service.db import group_commit, session_scope, utcnow
+from service.db import group_commit, read_scope, utcnow
 from service.deletions.limits import check_backlog, check_param_bounds
 from service.deletions.purge import key_referenced
 from service.deletions.reference import (
@@ -188,7 +188,17 @@ def _join_or_create_job(
     n: int,
     method_reason: str | None = None,
 ) -> tuple[str, bool]:
-    for job_id in _find_open_job(session, model.id, method, params, policy):
+    # The batch an earlier intake of this transaction joined or created is tried first: a group
+    # commit of intakes to one model then asks for the open batch once, not once per request.
+    joined = _held(session).setdefault(("jobs", model.id, method), [])
+    known = [j for pa, po, j in joined if pa == params and po == policy]
+
+    def candidates() -> Iterator[str]:
+        yield from known
+        # Asked only when the known batch is full, taken or none yet.
+        yield from (j for j in _find_open_job(session, model.id, method, params, policy) if j not in known)
+
+    for job_id in candidates():
         # Race-free against a worker's claim: join only while the row is still queued.
         res = session.execute(
             update(Job)
@@ -201,6 +211,8 @@ def _join_or_create_job(
             .execution_options(synchronize_session=False)
         )
         if int(getattr(res, "rowcount", 0) or 0) == 1:
+            if job_id not in known:
+                joined.append((params, policy, job_id))
             return job_id, True
     job = Job(
         tenant_id=tenant_id,
@@ -218,7 +230,20 @@ def _join_or_create_job(
     )
     session.add(job)
     session.flush()
+    joined.append((params, policy, job.id))
     return job.id, False
+
+
+def _held(db: Session) -> dict[Any, Any]:
+    """What the session's current transaction (or savepoint) already holds: row locks taken, the
+    batches joined. Valid until that transaction ends; a new one starts empty."""
+    db.connection()  # begin now, so that the key below is the transaction that holds them
+    tx = db.get_nested_transaction() or db.get_transaction()
+    held = db.info.get("intake_held")
+    if held is None or held[0] is not tx:
+        held = (tx, {})
+        db.info["intake_held"] = held
+    return held[1]
 
 
 @dataclass
@@ -246,7 +271,7 @@ def prepare(ctx: ServiceContext, principal: Principal, model_name: str, intake: 
     """
     settings = ctx.settings
     found: Found | None = None
-    with session_scope(ctx.session_factory) as read:
+    with read_scope(ctx.session_factory) as read:
         model = get_model(read, principal.tenant_id, model_name)
         if model.latest_version is None:
             raise conflict(f"model {model_name} has no version yet: upload one before requesting deletions")
@@ -282,7 +307,7 @@ def prepare(ctx: ServiceContext, principal: Principal, model_name: str, intake: 
         intake.source = read_samples(ctx, found.dataset_version_id, found.selection.sample_ids)
     _data, blob, digests = validate_forget_set(settings, model, intake)
     if found is None:
-        with session_scope(ctx.session_factory) as read:
+        with read_scope(ctx.session_factory) as read:
             if already_erased(read, model, None, digests):
                 return _noop(model, intake, settings, digests)
     # Content-addressed: a retry stores nothing new.
@@ -316,8 +341,12 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
     settings = ctx.settings
     n = len(p.digests)
     # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
-    # concurrent requests then find each other's open batch instead of each creating a job.
-    db.execute(select(Model.id).where(Model.id == p.model.id).with_for_update())
+    # concurrent requests then find each other's open batch instead of each creating a job. A
+    # transaction that records many (a group commit) locks the row once.
+    held = _held(db)
+    if ("model", p.model.id) not in held:
+        db.execute(select(Model.id).where(Model.id == p.model.id).with_for_update())
+        held["model", p.model.id] = True
     check_backlog(db, settings, principal.tenant_id, n)
     policy_json = p.policy.model_dump(mode="json")
     job_id, joined = _join_or_create_job(
@@ -430,7 +459,7 @@ def _record_noop(ctx: ServiceContext, db: Session, principal: Principal, p: Prep
 
 
 def _replay(ctx: ServiceContext, idem: idempotency.IdempotencyContext) -> Answer | None:
-    with session_scope(ctx.session_factory) as read:
+    with read_scope(ctx.session_factory) as read:
         stored = idempotency.lookup(read, idem)
     if stored is None:
         return None
@@ -573,15 +602,22 @@ def _load(db: Session, tenant_id: str, request_id: str) -> tuple[DeletionRequest
     return get_owned(db, DeletionRequest, tenant_id, request_id, "deletion request")
 
 
+# The reads below use a read transaction of their own, not the request's session (``db``, left
+# unused): on SQLite that one would take the write lock and wait for every writer, so a GET would
+# queue behind the intake's transactions.
+
+
 def get_request(ctx: ServiceContext, db: Session, tenant_id: str, request_id: str) -> DeletionRequestOut:
-    req, model_name = _load(db, tenant_id, request_id)
-    return to_out(req, model_name, ctx.tenant_key(tenant_id))
+    with read_scope(ctx.session_factory) as read:
+        req, model_name = _load(read, tenant_id, request_id)
+        return to_out(req, model_name, ctx.tenant_key(tenant_id))
 
 
 def get_sample_digests(ctx: ServiceContext, db: Session, tenant_id: str, request_id: str) -> SampleDigestsOut:
     """The request's sample digests, keyed (service/privacy.py): a sub-resource, because a
     request of 10,000 samples carries 0.75 MB of them."""
-    req, _ = _load(db, tenant_id, request_id)
+    with read_scope(ctx.session_factory) as read:
+        req, _ = _load(read, tenant_id, request_id)
     digests = keyed_digests(ctx.tenant_key(tenant_id), list(req.sample_digests or []))
     return SampleDigestsOut(request_id=req.id, n_samples=req.n_samples, sample_digests=digests)
 
@@ -590,8 +626,9 @@ def list_requests(
     ctx: ServiceContext, db: Session, tenant_id: str, query: ModelListQuery, subject: str | None = None
 ) -> tuple[list[DeletionRequestOut], str | None]:
     where = [DeletionRequest.subject == subject] if subject is not None else []
-    rows, names, next_cursor = page_model_rows(
-        db, DeletionRequest, tenant_id, query, statuses=tuple(RequestStatus), where=where
-    )
-    key = ctx.tenant_key(tenant_id)
-    return [to_out(r, names[r.model_id], key) for r in rows], next_cursor
+    with read_scope(ctx.session_factory) as read:
+        rows, names, next_cursor = page_model_rows(
+            read, DeletionRequest, tenant_id, query, statuses=tuple(RequestStatus), where=where
+        )
+        key = ctx.tenant_key(tenant_id)
+        return [to_out(r, names[r.model_id], key) for r in rows], next_cursor
