@@ -369,3 +369,22 @@ def test_imu_runs_on_a_tied_hf_lm_with_attention_mask(params: dict) -> None:
         if not torch.equal(p.detach(), dict(model.named_parameters())[n].detach())
     }
     assert changed == {"transformer.wte.weight"}  # the head is the embedding matrix
+
+
+def test_loss_matching_takes_no_step_when_the_forget_set_already_looks_unseen() -> None:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    train(net, {"inputs": x[:1000], "labels": y[:1000]}, epochs=10, lr=1e-2, batch_size=64, device="cpu")
+    # Samples the model never trained on: a retrained model would see them exactly as it does.
+    forget = {"inputs": x[1000:1150], "labels": y[1000:1150]}
+    ev = {"inputs": x[1150:], "labels": y[1150:]}
+    res = unlearn("ga", net, forget, eval=ev, device="cpu")
+    rep = res.report
+    assert (rep["objective"], rep["stop_reason"], rep["steps"]) == ("match", "already_unseen", 0)
+    assert rep["stopped_early"] and abs(rep["last_check"]["mia_auc"] - 0.5) < 0.1
+    before, after = net.state_dict(), res.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

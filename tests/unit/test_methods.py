@@ -124,7 +124,11 @@ def test_no_params_run_the_recommended_anchored_preset(digits: dict, method: str
     assert get_method(method).parse_params(recommended_params(method)).model_dump() == (
         get_method(method).parse_params(None).model_dump()
     )  # the service's and the CLI's params are the engine's defaults
-    assert _changed(m, res.model) == {n for n, _ in m.named_parameters()}  # target "all"
+    if method == "npo":
+        assert _changed(m, res.model) == {n for n, _ in m.named_parameters()}  # target "all"
+    else:
+        # A random 10% of digits on a model that generalises already looks unseen: no step.
+        assert rep["stop_reason"] == "already_unseen" and not _changed(m, res.model)
     # Classification, samples scope: loss matching (npo: NPO) with the KL anchor, resolved.
     assert rep["objective"] == ("npo" if method == "npo" else "match") and rep["anchor"] == "kl"
     split = rep["eval_split"]

@@ -27,6 +27,7 @@ from unlearning.methods.safety import check_finite_loss
 from unlearning.samples import num_samples, take
 from unlearning.targets import ClosedFormNotApplicable, focus_on, resolve_target
 from unlearning.types import Dataset
+from unlearning.verification import mia_auc, mia_flags
 
 # The per-sample weights ride along in the batches of the selected samples under this key.
 WEIGHT_KEY = "__weight__"
@@ -241,6 +242,24 @@ class AscentLoop:
             return self._stop("max_eval_drop", self.schedule.rejected)
         return False
 
+    def _already_unseen(self) -> bool:
+        """Loss matching (no stopping rule) checks once, before any step: forget samples whose losses
+        the loss attack cannot tell from the unseen data's (AUC not above 0.5 beyond its noise,
+        ``verification.mia_flags``) already look as a retrained model would see them — a random
+        10% of sklearn digits does, on a model that generalises — and the run takes no step."""
+        if self.plan.objective != "match" or self.plan.unseen is None:
+            return False
+        now = self.checker()
+        if now.losses is None:
+            return False
+        forget_losses, unseen_losses = now.losses
+        auc = mia_auc(forget_losses, unseen_losses)
+        self.last = Check({**now.metrics, "mia_auc": auc}, now.losses)
+        if "mia_exposed" in mia_flags(auc, forget_losses.numel(), unseen_losses.numel()):
+            return False
+        self.note = "the forget samples already look unseen (loss-attack AUC within noise of 0.5): no step"
+        return self._stop("already_unseen", None)
+
     def _accept(self, now: Check) -> None:
         for p, q in zip(self.theta, self.safe, strict=True):
             q.copy_(p.detach())
@@ -272,7 +291,7 @@ class AscentLoop:
     def _epochs(self) -> None:
         ctx, params, mode = self.ctx, self.params, self.plan.mode
         check_every = params.check_every
-        stopped = mode is not None and self.check()
+        stopped = self.check() if mode is not None else self._already_unseen()
         subset: dict[str, torch.Tensor] | None = None
         for epoch in range(self.max_epochs):
             if stopped:
@@ -331,9 +350,11 @@ class AscentLoop:
             out["rejected_check"] = self.checker.reported(self.rejected)
         out["checks"] = self.checker.count
         out["backtracks"] = self.backtracks
-        out["stopped_early"] = mode is not None and self.stopped
+        unseen_already = self.stop_reason == "already_unseen"
+        out["stopped_early"] = (mode is not None or unseen_already) and self.stopped
         if mode:
             out["target_reached"] = self.stop_reason == "target_reached"
+        if mode or unseen_already:
             out["last_check"] = self.checker.reported(self.last)
         out["final_lr"] = out["final_step_size"] = self.schedule.final_lr(self.opt)
         return out
