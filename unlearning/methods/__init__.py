@@ -1,8 +1,9 @@
 """Unlearning methods behind one entry point, ``unlearn(method, model, forget, params, ...)``.
 
-Registered: ``imu`` (default of the service; ``{"preset": "adaptive"}`` is the setting that forgets
-on small memorising models without collapsing them), ``ga``, ``iau`` and ``retrain`` (these two need
-the retain set). A method is a function of one :class:`RunContext` (see ``registry.py``).
+Registered: ``imu`` (default of the service), ``ga`` and ``npo`` (retain-free; with no params they
+run the recommended "anchored" preset: docs/methods.md), ``iau``, ``scrub``, ``neggrad_plus``,
+``finetune`` and ``retrain`` (these need the retain set). A method is a function of one
+:class:`RunContext` (see ``registry.py``).
 """
 
 from __future__ import annotations

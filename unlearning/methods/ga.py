@@ -1,10 +1,10 @@
-"""Uniform gradient ascent (``ga``): the baseline IMU improves on.
+"""Uniform weights (``ga``): IMU's loop with every forget sample weighted equally.
 
-It is IMU's loop with every forget sample weighted equally — same θ (last linear layer), loss,
-optimizer, schedule and options (early stop, relative steps, the step schedule, presets,
-``scope="class"``, feature caching) — so that a comparison isolates the influence weighting. The
+Same θ, objective, anchor, optimizer, schedule and options (presets, early stop, ``scope="class"``,
+feature caching), so that a comparison isolates the influence weighting; under the default
+(``"anchored"``) preset that is loss matching or NPO with the KL anchor, not plain ascent. The
 official ``GA.py`` of ``goodluckisallyouneed/IMU`` ascends on all parameters without the L1 term:
-``{"target": "all", "alpha": 0}`` reproduces it.
+``{"preset": "official", "target": "all", "alpha": 0}`` reproduces it.
 """
 
 from __future__ import annotations

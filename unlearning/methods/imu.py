@@ -5,10 +5,12 @@ Official recipe (``goodluckisallyouneed/IMU``, ``Classification/unlearn/IMU.py``
 θ = last linear layer only; per batch of the selected samples L = −Σ w_i·CE_i / Σ w_i + α‖θ‖₁ with α = 0.2;
 SGD lr 0.01, momentum 0.9, weight decay 5e-4; 10 epochs of batch 256 (shuffled); MultiStepLR with the
 default ``--decreasing_lr 91,136`` and γ = 0.1 (so the rate is constant over 10 epochs); weights
-computed once at epoch 0. ``imu`` with no params runs exactly that.
-
-Deviations, all deliberate: the forward runs in eval mode (the official code calls ``model.train()``)
-so that only θ changes — BatchNorm statistics and dropout stay as in the registered model.
+computed once at epoch 0. ``{"preset": "official"}`` runs exactly that, its train-mode forward
+passes included (``bn_mode="train"``); the only deliberate deviation is that the official code's
+overwrite of sample 0's gradient (an in-place ``+=`` on a view in ``compute_all_gradients``) is not
+reproduced. ``imu`` with no params runs the recommended ``"anchored"`` preset (docs/methods.md):
+every parameter, loss matching or NPO under a KL anchor, the weights over every sample of negative
+influence, eval-mode steps (only θ changes; BatchNorm statistics and dropout stay as registered).
 
 Options beyond the paper (relative steps, early stopping, the utility guard, the adaptive step
 schedule, class scope, feature caching) are the ascent loop's: see ``methods/ascent``.

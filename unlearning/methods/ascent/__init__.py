@@ -1,7 +1,12 @@
-"""Weighted gradient ascent on θ: the loop ``imu`` and ``ga`` share, which differ only in the weights.
+"""The forgetting loop ``imu``, ``ga`` and ``npo`` share, which differ only in the per-sample weights
+(and ``npo`` in a fixed objective).
 
-:func:`ascend` runs a method from its per-sample weights: the plan of the checks (failing on params
-that cannot run before any work), the weights, then the :class:`~.loop.AscentLoop`.
+:func:`ascend` runs a method from its per-sample weights: the plan (failing on params that cannot run
+before any work), the weights, then the :class:`~.loop.AscentLoop`. What a step minimises is an
+:class:`~.objective.Objective`: a forget term (plain ascent, NPO or loss matching to the unseen
+losses) plus, by default, a KL anchor to the original model on the held-out data the method was
+given (``objective.py``); ``plan.py`` resolves which, and the defaults (the ``"anchored"`` preset,
+``params.py``; docs/methods.md has the measurements).
 
 Options beyond the IMU paper (``params.py``), for a service that must forget without hand-tuning:
 
