@@ -29,8 +29,8 @@ from service.context import ServiceContext
 from service.db import db_time, session_scope, utcnow
 from service.jobs import lifecycle
 from service.jobs.errors import JobError
-from service.jobs.states import JobStatus
 from service.jobs.exactness import schedule_due
+from service.jobs.states import JobStatus
 from service.jobs.training_data import purge_replaced_data
 from service.outbox import publish_rows, unpublished_ids
 from service.registry.retirement import delete_expired_blobs

@@ -189,7 +189,8 @@ def test_requests_by_reference_and_retain_aware_methods(api: ApiClient, digits: 
     assert run_job(api.ctx, r.json()["job_id"], "w1") == RunOutcome.SUCCEEDED
     receipt = api.get(f"/v1/deletion-requests/{r.json()['id']}/receipt").json()
     assert receipt["exactness"]["stage"] == "exact"
-    assert receipt["params"]["epochs"] == 10 and receipt["params"]["lr"] == RECIPE["lr"], "request over recipe"
+    assert receipt["params"]["epochs"] == 10, "the request's params over the recipe"
+    assert receipt["params"]["lr"] == RECIPE["lr"], "the recipe's where the request says nothing"
 
 
 def test_retain_aware_methods_need_registered_data(api: ApiClient, digits: Digits) -> None:
