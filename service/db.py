@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, literal
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -108,16 +108,23 @@ _readers: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary(
 
 
 def read_session(factory: sessionmaker[Session]) -> Session:
-    """A session for reading only. On SQLite its transaction begins DEFERRED instead of taking
-    the write lock, so reads (authentication, a GET) never queue behind a writer's transaction;
-    it must not write (the upgrade to a write lock may fail with "database is locked" when
-    another connection wrote meanwhile). Elsewhere it is an ordinary session."""
+    """A session for reading only; it must not write.
+
+    On SQLite its transaction begins DEFERRED instead of taking the write lock, so reads
+    (authentication, a GET) never queue behind a writer's transaction (a write in it could fail
+    with "database is locked" when another connection wrote meanwhile). On other databases it
+    runs in autocommit: no BEGIN and COMMIT round trips around its queries, and each query sees
+    the data committed when it runs, as it would at READ COMMITTED (PostgreSQL's default) anyway.
+    """
     bind = factory.kw.get("bind")
-    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
+    if not isinstance(bind, Engine):
         return factory()
     reader = _readers.get(bind)
     if reader is None:
-        reader = _readers[bind] = bind.execution_options(**{_READ_ONLY: True})
+        options: dict[str, Any] = (
+            {_READ_ONLY: True} if bind.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+        )
+        reader = _readers[bind] = bind.execution_options(**options)
     return factory(bind=reader)
 
 
@@ -166,8 +173,14 @@ class GroupCommit:
     leads: it writes what is queued, batch after batch, until its own unit is done, then hands
     over to the next waiting caller. A unit that raises is rolled back with its batch and the
     others are written again without it (so ``work`` must only write through the session, and
-    may run more than once); a commit that fails is retried unit by unit, so one unit's error
-    never becomes another's.
+    may run more than once); a flush or commit that fails is retried unit by unit, so one unit's
+    error never becomes another's.
+
+    The units run without autoflush, and code that flushes only to send its rows early leaves
+    them to one flush after the last unit (:func:`flush_deferred`): the batch's rows go as
+    multi-row INSERTs instead of a few round trips per unit, made while the batch holds its
+    locks. A unit whose answer needs its rows flushed (ids, defaults) returns an
+    :class:`AfterFlush`, called after that flush.
     """
 
     def __init__(self, factory: sessionmaker[Session], max_units: int = 64) -> None:
@@ -177,7 +190,13 @@ class GroupCommit:
         self._queue: deque[_Unit[Any]] = deque()
         self._leading = False
 
-    def run(self, work: Callable[[Session], T]) -> T:
+    @overload
+    def run(self, work: Callable[[Session], AfterFlush[T]]) -> T: ...
+
+    @overload
+    def run(self, work: Callable[[Session], T]) -> T: ...
+
+    def run(self, work: Callable[[Session], Any]) -> Any:
         unit = _Unit(work)
         with self._mutex:
             self._queue.append(unit)
@@ -196,7 +215,7 @@ class GroupCommit:
                 self._leading = True
         if unit.error is not None:
             raise unit.error
-        return unit.result  # type: ignore[return-value]
+        return unit.result
 
     def _lead(self, own: _Unit[Any]) -> None:
         try:
@@ -223,9 +242,19 @@ class GroupCommit:
             results: list[Any] = []
             try:
                 with session_scope(self._factory) as session:
-                    for unit in pending:
-                        failed = unit
-                        results.append(unit.context.run(unit.work, session))
+                    # The units' rows are sent together: one flush (multi-row INSERTs) for the
+                    # batch, not one per unit, each a round trip made under the batch's locks.
+                    session.info[_DEFER_FLUSH] = True
+                    with session.no_autoflush:
+                        for unit in pending:
+                            failed = unit
+                            results.append(unit.context.run(unit.work, session))
+                        failed = None
+                    session.flush()  # an error here has no unit: the commit path below
+                    for i, (unit, result) in enumerate(zip(pending, results, strict=True)):
+                        if isinstance(result, AfterFlush):
+                            failed = unit
+                            results[i] = unit.context.run(result.then, session)
                     failed = None
             except BaseException as exc:
                 if failed is not None:  # this unit's work raised: the others go again without it
@@ -241,6 +270,34 @@ class GroupCommit:
             for unit, result in zip(pending, results, strict=True):
                 self._finish(unit, result)
             return
+
+
+_DEFER_FLUSH = "group_commit_defers_flush"
+
+
+class AfterFlush(Generic[T]):
+    """What a :class:`GroupCommit` unit may return when its answer needs its rows flushed (ids,
+    defaults): ``then(session)`` is called once the whole batch is flushed, and its result is the
+    unit's. Elsewhere (a unit run alone, or code outside a group commit) see :func:`settle`."""
+
+    __slots__ = ("then",)
+
+    def __init__(self, then: Callable[[Session], T]) -> None:
+        self.then = then
+
+
+def settle(session: Session, result: T | AfterFlush[T]) -> T:
+    """The result itself, or an :class:`AfterFlush`'s, after flushing (outside a group commit)."""
+    if isinstance(result, AfterFlush):
+        session.flush()
+        return result.then(session)
+    return result
+
+
+def flush_deferred(session: Session) -> bool:
+    """Whether this session is a group commit's, which flushes its units' rows together: code that
+    flushes only to send its rows early may leave them to that flush."""
+    return bool(session.info.get(_DEFER_FLUSH))
 
 
 _group_commits: weakref.WeakKeyDictionary[sessionmaker[Session], GroupCommit] = weakref.WeakKeyDictionary()

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.audit.hashing import GENESIS_HASH, hash_of, normalise_payload
-from service.db import utcnow
+from service.db import flush_deferred, utcnow
 from service.tables import AuditEvent, AuditHead
 from service.webhooks.enqueue import enqueue_deliveries
 
@@ -98,7 +98,8 @@ def append_event(
     session.add(event)
     head.seq = event.seq
     head.hash = event.hash
-    session.flush()
+    if not flush_deferred(session):  # a group commit sends its batch's events in one flush
+        session.flush()
     # Webhooks announcing this change are outbox rows of the same transaction (at least once).
     enqueue_deliveries(session, event)
     return event

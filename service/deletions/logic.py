@@ -16,7 +16,7 @@ from service import idempotency
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets.logic import read_samples
-from service.db import group_commit, read_scope, utcnow
+from service.db import AfterFlush, flush_deferred, group_commit, read_scope, utcnow
 from service.deletions.limits import check_backlog, check_param_bounds
 from service.deletions.purge import key_referenced
 from service.deletions.reference import (
@@ -39,7 +39,7 @@ from service.privacy import keyed_digest, keyed_digests
 from service.registry.logic import get_model, get_version
 from service.settings import Settings
 from service.storage import StoredObject
-from service.tables import DeletionRequest, Job, Model
+from service.tables import DeletionRequest, Job, Model, new_id
 from service.unit_of_work import call_after_commit
 
 log = structlog.get_logger("service.deletions")
@@ -371,6 +371,7 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
     if backlog not in held:
         held[backlog] = _waiting_samples(db, principal.tenant_id)
     if held[backlog] + n > settings.tenant_max_queued_samples:
+        db.flush()  # this transaction's requests too (a group commit defers their flush)
         check_backlog(db, settings, principal.tenant_id, n)  # counts again; the 429 is its answer
     held[backlog] += n
     policy_json = p.policy.model_dump(mode="json")
@@ -378,6 +379,7 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
         db, settings, p.model, principal.tenant_id, p.method, p.params, policy_json, n, p.method_reason
     )
     req = DeletionRequest(
+        id=new_id("del"),  # now, not at the flush: a group commit flushes its batch at the end
         tenant_id=principal.tenant_id,
         model_id=p.model.id,
         job_id=job_id,
@@ -397,7 +399,8 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
         created_by_key=principal.key_id,
     )
     db.add(req)
-    db.flush()
+    if not flush_deferred(db):
+        db.flush()
     if not joined:
         enqueue_job(db, job_id)
     key = ctx.tenant_key(principal.tenant_id)
@@ -495,22 +498,29 @@ def _write_once(
     ctx: ServiceContext,
     idem: idempotency.IdempotencyContext | None,
     prepared: list[Prepared],
-    write: Callable[[Session], Answer],
+    write: Callable[[Session], Callable[[Session], Answer]],
 ) -> Answer:
-    """Run ``write`` with its idempotency record, committed before this returns; on a race with
-    the same key, answer as the winner did; on any failure, remove the blobs nobody references.
+    """Run ``write`` (it writes, and returns how to answer once its rows are flushed) with its
+    idempotency record, committed before this returns; on a race with the same key, answer as the
+    winner did; on any failure, remove the blobs nobody references.
 
     The transaction is shared with the intakes that arrive meanwhile (service.db.GroupCommit):
     each holds the model's row lock and the tenant's audit-chain lock until its commit, so one
-    transaction (and one fsync) per request would serialise a model's intake behind the disk.
+    transaction (and one fsync) per request would serialise a model's intake behind the disk;
+    their rows are flushed together too. A duplicate Idempotency-Key fails the batch's commit,
+    which is then retried request by request: the duplicate's own commit fails, and it replays.
     """
 
-    def unit(db: Session) -> Answer:
-        answer = write(db)
-        if idem is not None:
-            idempotency.store(db, idem, answer.status_code, answer.body, answer.headers)
-        db.flush()  # a duplicate Idempotency-Key fails here, not at commit
-        return answer
+    def unit(db: Session) -> AfterFlush[Answer]:
+        answer_of = write(db)
+
+        def then(db: Session) -> Answer:
+            answer = answer_of(db)
+            if idem is not None:
+                idempotency.store(db, idem, answer.status_code, answer.body, answer.headers)
+            return answer
+
+        return AfterFlush(then)
 
     try:
         return group_commit(ctx.session_factory).run(unit)
@@ -541,12 +551,16 @@ def submit(
         return replay
     p = prepare(ctx, principal, model_name, intake)
 
-    def write(db: Session) -> Answer:
+    def write(db: Session) -> Callable[[Session], Answer]:
         req = record(ctx, db, principal, p)
-        body = to_out(req, p.model.name, ctx.tenant_key(principal.tenant_id)).model_dump(mode="json")
-        # Already erased: done now (200), not accepted for later (202).
-        status = 200 if req.status == RequestStatus.COMPLETED else 202
-        return Answer(status, body, {"Location": f"/v1/deletion-requests/{req.id}"})
+
+        def answer(_db: Session) -> Answer:
+            body = to_out(req, p.model.name, ctx.tenant_key(principal.tenant_id)).model_dump(mode="json")
+            # Already erased: done now (200), not accepted for later (202).
+            status = 200 if req.status == RequestStatus.COMPLETED else 202
+            return Answer(status, body, {"Location": f"/v1/deletion-requests/{req.id}"})
+
+        return answer
 
     return _write_once(ctx, idem, [p], write)
 
@@ -574,10 +588,15 @@ def submit_bulk(
             exc.extra["index"] = i
             raise
 
-    def write(db: Session) -> Answer:
-        key = ctx.tenant_key(principal.tenant_id)
-        items = [to_out(record(ctx, db, principal, p), model_name, key) for p in prepared]
-        return Answer(202, {"items": [i.model_dump(mode="json") for i in items]}, {})
+    def write(db: Session) -> Callable[[Session], Answer]:
+        reqs = [record(ctx, db, principal, p) for p in prepared]
+
+        def answer(_db: Session) -> Answer:
+            key = ctx.tenant_key(principal.tenant_id)
+            items = [to_out(r, model_name, key) for r in reqs]
+            return Answer(202, {"items": [i.model_dump(mode="json") for i in items]}, {})
+
+        return answer
 
     return _write_once(ctx, idem, prepared, write)
 
