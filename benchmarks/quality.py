@@ -603,6 +603,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["### Targets", ""]
     for t in result["targets"]:
         lines.append(f"- {t['setting']}: {t['text']}: **{'met' if t['met'] else 'missed'}** ({t['detail']})")
+    lines += ["", "Why each miss, and what was tried: docs/methods.md, *What the measurements say*."]
     return "\n".join(lines) + "\n"
 
 
@@ -657,7 +658,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-variants", action="store_true", help="only the methods' defaults")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="only re-render RESULTS.md and the plot from a saved quality.json",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        saved: dict[str, Any] = json.loads(args.render.read_text())
+        saved["targets"] = check_targets(saved["summary"])
+        plot(saved, args.out_dir / "quality.png")
+        write_section(args.results_md, "quality", markdown(saved))
+        return saved
 
     torch.set_num_threads(args.threads)
     settings = quick_settings() if args.quick else full_settings()
