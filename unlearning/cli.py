@@ -239,6 +239,10 @@ def run(
     details.update(
         {k: v for k, v in report.items() if k not in ("before", "after") and not isinstance(v, Mapping)}
     )
+    split = report.get("eval_split")
+    if isinstance(split, Mapping):
+        # The table's eval metrics are the check half's: the method anchored and stopped on the other.
+        details["eval split"] = f"{split['n_anchor']} anchor / {split['n_check']} check (metrics: check half)"
     details.update({"checkpoint": str(out), "sha256": sha256})
     console.print(_details_table(details))
 
