@@ -166,7 +166,7 @@ def test_accepted_request_reads_and_batches(api_digits: ApiClient, digits: Digit
     assert "sample_digests" not in body, "digests are a sub-resource, not part of every answer"
     digests = api.get(f"/v1/deletion-requests/{body['id']}/sample-digests").json()["sample_digests"]
     assert len(digests) == 5 and body["subject_digest"] and body["subject_digest"] != "alice"
-    assert body["params"]["preset"] == "anchored", "the service default for imu with an eval set"
+    assert body["params"]["preset"] == "adaptive", "the service default for imu"
     # The same samples inline give the same digests (normalised before hashing).
     r2 = api.post(URL, json={"samples": {"inputs": digits.x_train[:5].tolist(),
                                          "labels": digits.y_train[:5].tolist()}})  # fmt: skip
@@ -268,7 +268,12 @@ def test_cancel_running_job_and_finished_job(make_stack, digits: Digits) -> None
     stack: Stack = make_stack()
     stack.register_digits(digits)
     stack.start_worker("c")
-    slow = {"preset": "official", "epochs": 1000, "batch_size": 1, "lr": 1e-5}  # within the bounds
+    # Within the operator bounds: every sample weighted (top_fraction 1), one per step, 1000 epochs:
+    # 40,000 steps, each through the whole model (no feature cache).
+    slow = {
+        "preset": "official", "epochs": 1000, "batch_size": 1, "lr": 1e-5, "top_fraction": 1.0,
+        "cache_features": False,
+    }  # fmt: skip
     r = stack.submit("digits", samples=digits.samples(slice(0, 40)), params=slow)
     job_id = r.json()["job_id"]
     stack.wait_job(job_id, timeout=90, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
