@@ -405,12 +405,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"{es[0]['dataset_before']['size_bytes']:,}. Dataset upload ({up['upload_bytes']:,}-byte "
             f"`.npz`, {v1['n_samples']} samples → {v1['n_shards']} shards): {up['upload_s']:.1f} s."
         )
+    methods = sorted(
+        {j["method"] for r in result["backends"].values() for e in r["erasures"] for j in e["jobs"]}
+    )
     lines += [
         "",
         "With the subject's 10 samples scattered, an erasure rewrites up to 10 of the shards: the "
         "storage written is the share of shards that held them, not the whole set (a subject whose "
-        "samples are contiguous would touch 1 or 2). The erasure jobs are the retain-aware default "
-        "(`scrub`, on a retain sample of at most 10,000 samples); their time is most of the erasure's.",
+        "samples are contiguous would touch 1 or 2). The erasure jobs ran "
+        + ", ".join(f"`{m}`" for m in methods)
+        + " (the retain-aware default where the training data is registered, on a retain sample of "
+        "at most 10,000 samples); the jobs are most of the erasure's time.",
     ]
     return "\n".join(lines) + "\n"
 
