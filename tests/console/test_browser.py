@@ -300,7 +300,8 @@ def test_audit_page_filters_and_verifies_the_chain(console: Console) -> None:
     _apply_audit_filters(console, since="2999-01-01T00:00")
     assert console.page.is_visible("#audit-results .empty")
     _apply_audit_filters(console, since="2000-01-01T00:00")
-    assert len(_audit_rows(console)) == len(everything)
+    # Every event is there again; the worker may have appended one since (a live service).
+    assert len(_audit_rows(console)) >= len(everything)
 
     console.page.click("#verify-button")
     verdict = console.page.locator("#verify-result .verdict")
