@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import safetensors.torch
 import torch
+from safetensors.torch import load as tensors_from_safetensors
+from safetensors.torch import save as safetensors_bytes
 
 from service.datasets.records import gone
 from service.storage import ArtifactStore
@@ -36,7 +37,7 @@ class StoredShard:
 
 def encode(tensors: Mapping[str, torch.Tensor]) -> bytes:
     """Safetensors bytes of a shard; the same tensors always give the same bytes (and key)."""
-    return safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    return safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
 
 
 def put(storage: ArtifactStore, shard: int, tensors: Mapping[str, torch.Tensor]) -> StoredShard:
@@ -53,7 +54,7 @@ def load(storage: ArtifactStore, key: str) -> TensorDict:
     except FileNotFoundError:
         raise gone(f"a shard of this dataset version was deleted ({key})") from None
     try:
-        return safetensors.torch.load(blob)
+        return tensors_from_safetensors(blob)  # safetensors: no pickle
     except Exception as exc:  # our own blob: unreadable means damaged storage
         raise DataError(f"dataset shard {key} is corrupt: {exc}") from None
 
