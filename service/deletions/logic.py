@@ -114,13 +114,8 @@ def resolve_method(
             )
         if name == "retrain" and recipe is not None:
             params = {**{k: v for k, v in recipe.items() if k != "seed"}, **(params or {})}
-        # Request params refine the service's defaults ({"preset": "official"} selects the
-        # paper's recipe). The service keeps the adaptive preset for imu and ga: the engine's new
-        # anchored default takes no step where the forget samples already look unseen to it, and
-        # the acceptance policy's fixed margins then refuse small forget sets on noise (measured in
-        # tests/jobs and tests/integration); see the closing note of this change.
-        if name in ("imu", "ga") and "preset" not in (params or {}):
-            params = {**(params or {}), "preset": "adaptive"}
+        # Request params refine the method's recommended defaults, the engine's and the CLI's too
+        # (imu, ga, npo: the holdout-anchored preset; {"preset": "official"} is the paper's recipe).
         given = recommended_params(name, params)
         if "max_eval_drop" in spec.params_model.model_fields and "max_eval_drop" not in given:
             given["max_eval_drop"] = policy.max_eval_accuracy_drop

@@ -166,7 +166,7 @@ def test_accepted_request_reads_and_batches(api_digits: ApiClient, digits: Digit
     assert "sample_digests" not in body, "digests are a sub-resource, not part of every answer"
     digests = api.get(f"/v1/deletion-requests/{body['id']}/sample-digests").json()["sample_digests"]
     assert len(digests) == 5 and body["subject_digest"] and body["subject_digest"] != "alice"
-    assert body["params"]["preset"] == "adaptive", "the service default for imu"
+    assert body["params"]["preset"] == "anchored", "the engine's default for imu, the service's too"
     # The same samples inline give the same digests (normalised before hashing).
     r2 = api.post(URL, json={"samples": {"inputs": digits.x_train[:5].tolist(),
                                          "labels": digits.y_train[:5].tolist()}})  # fmt: skip
