@@ -16,17 +16,27 @@ import os
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypedDict, TypeVar
 
 import httpx
 
 from unlearn_client.calls import Options
+from unlearn_client.operation import R
 from unlearn_client.resources import Api
 from unlearn_client.retry import RetryPolicy
 from unlearn_client.runners import AsyncRunner, SyncRunner
 
 # Seconds. The read timeout must outlast the 15 s between the event stream's keep-alives.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+
+
+class _HttpSettings(TypedDict):
+    base_url: str
+    headers: dict[str, str]
+    timeout: float | httpx.Timeout
+    verify: bool | str
 
 
 def _user_agent() -> str:
@@ -50,12 +60,8 @@ def _http_settings(
     return url.rstrip("/"), all_headers
 
 
-def _options(retry: RetryPolicy | None, poll_interval: float, use_sse: bool) -> Options:
-    return Options(retry=retry or RetryPolicy(), poll_interval=poll_interval, use_sse=use_sse)
-
-
-class Client(Api[SyncRunner]):
-    """The API over blocking HTTP. Use it as a context manager, or call ``close()``."""
+class _Connected(Api[R], Generic[R, TransportT]):
+    """What both clients share: the settings, the httpx client they make, and the executor."""
 
     def __init__(
         self,
@@ -67,14 +73,28 @@ class Client(Api[SyncRunner]):
         poll_interval: float = 1.0,
         use_sse: bool = True,
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: TransportT | None = None,
         verify: bool | str = True,
     ) -> None:
         url, all_headers = _http_settings(base_url, api_key, headers)
-        self.http = httpx.Client(
-            base_url=url, headers=all_headers, timeout=timeout, transport=transport, verify=verify
-        )
-        super().__init__(SyncRunner(self.http, _options(retry, poll_interval, use_sse)))
+        http = _HttpSettings(base_url=url, headers=all_headers, timeout=timeout, verify=verify)
+        options = Options(retry=retry or RetryPolicy(), poll_interval=poll_interval, use_sse=use_sse)
+        super().__init__(self._connect(http, transport, options))
+
+    def _connect(self, http: _HttpSettings, transport: TransportT | None, options: Options) -> R:
+        raise NotImplementedError
+
+
+class Client(_Connected[SyncRunner, httpx.BaseTransport]):
+    """The API over blocking HTTP. Use it as a context manager, or call ``close()``."""
+
+    http: httpx.Client
+
+    def _connect(
+        self, http: _HttpSettings, transport: httpx.BaseTransport | None, options: Options
+    ) -> SyncRunner:
+        self.http = httpx.Client(transport=transport, **http)
+        return SyncRunner(self.http, options)
 
     def close(self) -> None:
         self.http.close()
@@ -88,27 +108,16 @@ class Client(Api[SyncRunner]):
         self.close()
 
 
-class AsyncClient(Api[AsyncRunner]):
+class AsyncClient(_Connected[AsyncRunner, httpx.AsyncBaseTransport]):
     """The API over asyncio: every operation is a coroutine, lists iterate with ``async for``."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        poll_interval: float = 1.0,
-        use_sse: bool = True,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str = True,
-    ) -> None:
-        url, all_headers = _http_settings(base_url, api_key, headers)
-        self.http = httpx.AsyncClient(
-            base_url=url, headers=all_headers, timeout=timeout, transport=transport, verify=verify
-        )
-        super().__init__(AsyncRunner(self.http, _options(retry, poll_interval, use_sse)))
+    http: httpx.AsyncClient
+
+    def _connect(
+        self, http: _HttpSettings, transport: httpx.AsyncBaseTransport | None, options: Options
+    ) -> AsyncRunner:
+        self.http = httpx.AsyncClient(transport=transport, **http)
+        return AsyncRunner(self.http, options)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar, cast
 
 import httpx
@@ -50,13 +51,24 @@ class _Stepper(Generic[X, T]):
             self.streams.append(value)
         self._value = value
 
-    def failed(self, error: httpx.TransportError) -> None:
-        # Only transport errors go back into the flow (to retry or resume); any other error is a
-        # bug or a cancellation and leaves through the executor.
-        self._error = error
+    @contextmanager
+    def performing(self) -> Iterator[None]:
+        """Around an effect: a transport error goes back into the flow (to retry or resume) as
+        the effect's outcome; any other error is a bug or a cancellation and leaves through the
+        executor."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            self._error = exc
 
-    def close_flow(self) -> None:
+    def __iter__(self) -> Iterator[Effect | Emit[X]]:
+        while (step := self.next_step()) is not None:
+            yield step
+
+    def close(self) -> list[Stream]:
+        """Closes the flow; the streams it opened are the executor's to close."""
         self._flow.close()
+        return self.streams
 
 
 class SyncRunner:
@@ -79,18 +91,15 @@ class SyncRunner:
     def _drive(self, flow: EmittingFlow[X, T]) -> Generator[X, None, T]:
         stepper: _Stepper[X, T] = _Stepper(flow)
         try:
-            while (step := stepper.next_step()) is not None:
+            for step in stepper:
                 if isinstance(step, Emit):
                     yield step.item
-                    continue
-                try:
-                    stepper.done(self._perform(step))
-                except httpx.TransportError as exc:
-                    stepper.failed(exc)
+                else:
+                    with stepper.performing():
+                        stepper.done(self._perform(step))
             return stepper.result
         finally:
-            stepper.close_flow()
-            for stream in stepper.streams:
+            for stream in stepper.close():
                 stream.response.close()
 
     def _perform(self, step: Effect) -> Any:
@@ -135,18 +144,15 @@ class AsyncRunner:
         # An async generator cannot return a value: the flow's result goes into ``result``.
         stepper: _Stepper[X, T] = _Stepper(flow)
         try:
-            while (step := stepper.next_step()) is not None:
+            for step in stepper:
                 if isinstance(step, Emit):
                     yield step.item
-                    continue
-                try:
-                    stepper.done(await self._perform(step))
-                except httpx.TransportError as exc:
-                    stepper.failed(exc)
+                else:
+                    with stepper.performing():
+                        stepper.done(await self._perform(step))
             result.value = stepper.result
         finally:
-            stepper.close_flow()
-            for stream in stepper.streams:
+            for stream in stepper.close():
                 await stream.response.aclose()
 
     async def _perform(self, step: Effect) -> Any:
