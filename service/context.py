@@ -51,7 +51,11 @@ class ServiceContext:
     def purge_forget_sets(self, request_ids: list[str] | None = None) -> int:
         """Stored forget sets of ended requests past their retention (all, or these requests')."""
         return purge_forget_sets(
-            self.session_factory, self.storage, self.settings.forget_set_retention_seconds, request_ids
+            self.session_factory,
+            self.storage,
+            self.settings.forget_set_retention_seconds,
+            request_ids,
+            failed_retention_seconds=self.settings.failed_forget_set_retention_seconds,
         )
 
     def tenant_key(self, tenant_id: str) -> bytes:

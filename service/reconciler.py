@@ -7,7 +7,9 @@ The database is the source of truth; the broker is only a doorbell. ``reconcile_
 * publishes outbox rows that were never published (broker down at commit time), and re-publishes
   those of jobs still queued long after publishing (the broker lost the message: Redis here keeps
   nothing on disk); rows of jobs that moved on are deleted;
-* purges stored forget sets of finished requests once their retention period has passed;
+* purges stored forget sets of finished requests once their retention period has passed, and
+  those kept for a retry of a request the acceptance policy rejected once its window has
+  (``failed_forget_set_retention_seconds``; audited as ``deletion.retry_window_ended``);
 * sends due webhook deliveries (service/webhooks/delivery.py).
 Every step is idempotent and safe to run from several processes at once.
 

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 15.0
     reconcile_stale_outbox_seconds: float = 30.0
     forget_set_retention_seconds: float = 0.0
+    # How long the forget set of a request whose job failed the acceptance policy is kept, so the
+    # caller can retry it with other params or policy without uploading it again (0: purged at
+    # once, like the forget sets of requests that failed otherwise). Requests by reference keep
+    # nothing: their samples are read again from the registered training set.
+    failed_forget_set_retention_seconds: float = Field(default=24 * 3600.0, ge=0)
     # After an erasure: how long retired checkpoints are kept (an owner's rollback window) and how
     # long data-set versions that still hold erased samples are (0: gone at once).
     retired_checkpoint_grace_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)

@@ -1,19 +1,43 @@
-"""Purging stored forget sets once their requests have ended and the retention has passed."""
+"""Purging stored forget sets once their requests have ended and the retention has passed.
+
+Two retentions: ``forget_set_retention_seconds`` for every ended request (default 0), and
+``failed_forget_set_retention_seconds`` for an uploaded forget set whose request failed the
+acceptance policy (outcome ``policy_rejected``): it is kept that long so the caller can retry the
+request without uploading it again (service/deletions/retry.py). A retry puts the request back on
+the queue, so its set is then purged when it ends again; past the window the reconciler purges it
+and says so in the audit log.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.audit.logic import append_event
 from service.db import db_time, session_scope, utcnow
-from service.jobs.states import TERMINAL_REQUEST
+from service.jobs.states import TERMINAL_REQUEST, RequestOutcome
 from service.storage import ArtifactStore
-from service.tables import DeletionRequest
+from service.tables import DeletionRequest, Model
 
 log = structlog.get_logger("service.deletions")
+
+ACTOR = "system:purge"
+
+
+def _not_kept(failed_retention_seconds: float, now: datetime) -> ColumnElement[bool]:
+    """Rows whose forget set is not kept for a retry (rejected by the policy, uploaded, within the
+    window). Every term is NULL-safe: ``outcome`` is NULL on most rows, and NOT (NULL) is NULL."""
+    cutoff = db_time(now - timedelta(seconds=failed_retention_seconds))
+    return or_(
+        DeletionRequest.outcome.is_(None),
+        DeletionRequest.outcome != RequestOutcome.POLICY_REJECTED,
+        DeletionRequest.dataset_id.is_not(None),
+        DeletionRequest.finished_at.is_(None),
+        DeletionRequest.finished_at <= cutoff,
+    )
 
 
 def purge_forget_sets(
@@ -21,6 +45,7 @@ def purge_forget_sets(
     storage: ArtifactStore,
     retention_seconds: float,
     request_ids: list[str] | None = None,
+    failed_retention_seconds: float = 0.0,
 ) -> int:
     """Delete stored forget sets of finished requests once the retention period has passed.
 
@@ -38,12 +63,18 @@ def purge_forget_sets(
                 DeletionRequest.finished_at.is_(None),
                 DeletionRequest.finished_at <= db_time(now - retention),
             ),
+            _not_kept(failed_retention_seconds, now),
         )
         if request_ids is not None:
             stmt = stmt.where(DeletionRequest.id.in_(request_ids))
-        rows = list(s.scalars(stmt.limit(1000)))
+        # Locked (PostgreSQL): a retry of a rejected request (a conditional UPDATE that needs the
+        # set still stored) either commits first, and the row no longer matches when the lock is
+        # granted, or waits and finds the set gone. SQLite's write lock orders them anyway.
+        rows = list(s.scalars(stmt.limit(1000).with_for_update()))
         keys = {r.forget_set_key for r in rows if r.forget_set_key}
         for r in rows:
+            if r.outcome == RequestOutcome.POLICY_REJECTED and r.dataset_id is None:
+                _audit_retention_ended(s, r, now)
             r.forget_set_key = None
             r.forget_set_purged_at = now
     deleted = 0
@@ -63,6 +94,25 @@ def purge_forget_sets(
     if deleted:
         log.info("forget_sets_purged", count=deleted)
     return deleted
+
+
+def _audit_retention_ended(s: Session, req: DeletionRequest, now: datetime) -> None:
+    """A set kept for a retry is gone: the request can no longer be retried (410)."""
+    model = s.get(Model, req.model_id)
+    append_event(
+        s,
+        actor=ACTOR,
+        action="deletion.retry_window_ended",
+        tenant_id=req.tenant_id,
+        model=model.name if model is not None else None,
+        object_id=req.id,
+        payload={
+            "job_id": req.job_id,
+            "finished_at": req.finished_at.isoformat() if req.finished_at else None,
+            "forget_set_sha256": req.forget_set_sha256,
+            "purged_at": now.isoformat(),
+        },
+    )
 
 
 def key_referenced(sessions: sessionmaker[Session], key: str) -> bool:

@@ -24,10 +24,17 @@ from sqlalchemy.orm import Session
 
 from service.audit.logic import append_event
 from service.db import db_time, utcnow
-from service.jobs.errors import JobError, ModelBusy, NotClaimable
+from service.jobs.errors import JobError, ModelBusy, NotClaimable, PolicyRejected
 from service.jobs.fairness import check_fair_share
 from service.jobs.policy import AcceptancePolicy
-from service.jobs.states import REQUEST_STATUS_FOR_JOB, TERMINAL_REQUEST, JobKind, JobStatus, RequestStatus
+from service.jobs.states import (
+    REQUEST_STATUS_FOR_JOB,
+    TERMINAL_REQUEST,
+    JobKind,
+    JobStatus,
+    RequestOutcome,
+    RequestStatus,
+)
 from service.json_safe import json_safe
 from service.outbox import enqueue_job
 from service.tables import DeletionRequest, Job, Model
@@ -235,8 +242,10 @@ def end_job(
     """Move a job to failed/cancelled in the caller's transaction (fenced by worker_id if given).
 
     Its requests follow, the model lock is released, an audit event is appended, and after commit
-    the model's next queued job is announced and the job's forget sets are purged. Returns
-    whether this call made the transition.
+    the model's next queued job is announced and the job's forget sets are purged. A job the
+    acceptance policy rejected leaves its requests retryable (outcome ``policy_rejected``): the
+    purge then keeps their uploaded forget sets for the retry window (service/deletions/purge.py).
+    Returns whether this call made the transition.
     """
     assert status in (JobStatus.FAILED, JobStatus.CANCELLED)
     now = utcnow()
@@ -257,11 +266,15 @@ def end_job(
     if rowcount(res) != 1:
         return False
     job, model = _job_and_model(session, job_id)
+    # Only a verdict of the policy is worth retrying with other params or policy as they are; a
+    # crash, a bad checkpoint or a cancel is not, and its requests end as before.
+    rejected = status == JobStatus.FAILED and error.type == PolicyRejected.__name__
     session.execute(
         update(DeletionRequest)
         .where(DeletionRequest.job_id == job_id, DeletionRequest.status.not_in(TERMINAL_REQUEST))
         .values(
             status=REQUEST_STATUS_FOR_JOB[status],
+            outcome=RequestOutcome.POLICY_REJECTED if rejected else None,
             error=json_safe(error.to_dict()),
             finished_at=now,
             updated_at=now,
@@ -270,6 +283,15 @@ def end_job(
     )
     release_model_lock(session, job.model_id, job_id)
     request_ids = request_ids_of(session, job_id)
+    retryable: dict[str, Any] = {}
+    if rejected:
+        uploaded = session.scalars(
+            select(DeletionRequest.id).where(
+                DeletionRequest.job_id == job_id, DeletionRequest.dataset_id.is_(None)
+            )
+        ).all()
+        # The sets kept for a retry (until the retention passes); by reference, nothing is kept.
+        retryable = {"outcome": str(RequestOutcome.POLICY_REJECTED), "forget_sets_kept_for": list(uploaded)}
     append_event(
         session,
         actor=actor,
@@ -283,6 +305,7 @@ def end_job(
             "base_version": job.base_version,
             "deletion_requests": request_ids,
             "metrics": json_safe(metrics),
+            **retryable,
         },
     )
     enqueue_next_job(session, job.model_id, exclude=job_id)

@@ -31,6 +31,15 @@ class RequestStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class RequestOutcome(StrEnum):
+    """Why a request ended as it did, where its status alone does not say."""
+
+    ALREADY_ERASED = "already_erased"  # completed at once, with no job: nothing left to forget
+    # Failed the acceptance policy: retryable (POST /v1/deletion-requests/{id}/retry), and an
+    # uploaded forget set is kept for it until failed_forget_set_retention_seconds has passed.
+    POLICY_REJECTED = "policy_rejected"
+
+
 TERMINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 TERMINAL_REQUEST = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
 # A job's requests end as the job ends.
