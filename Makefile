@@ -10,12 +10,12 @@ PORT ?= 8000
 
 .PHONY: install browser run test lint console-screenshots bench-quality bench-speed bench-service clean
 
-$(STAMP): pyproject.toml
+# One pip call for both: the service depends on the SDK (unlearn-client), which comes from sdk/.
+$(STAMP): pyproject.toml sdk/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[service,bench,dev,hf]"
-	$(BIN)/pip install -q -e "sdk[cli]"
+	$(BIN)/pip install -q -e "./sdk[cli]" -e ".[service,bench,dev,hf]"
 	touch $(STAMP)
 
 install: $(STAMP)

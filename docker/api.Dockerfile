@@ -5,10 +5,12 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.5.1"
 COPY pyproject.toml README.md ./
 COPY service ./service
+# The SDK: the service verifies signed documents and signs webhooks with it.
+COPY sdk ./sdk
 COPY unlearning ./unlearning
 COPY migrations ./migrations
 COPY alembic.ini ./
-RUN pip install ".[service,s3]"
+RUN pip install "./sdk[verify]" ".[service,s3]"
 RUN useradd --system --uid 10001 app && mkdir -p /data && chown app /data
 USER app
 ENV UNLEARN_DATA_DIR=/data

@@ -6,10 +6,12 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY unlearning ./unlearning
 COPY service ./service
+# The SDK: the service verifies signed documents and signs webhooks with it.
+COPY sdk ./sdk
 COPY worker ./worker
 COPY migrations ./migrations
 COPY alembic.ini ./
-RUN pip install ".[service,s3]"
+RUN pip install "./sdk[verify]" ".[service,s3]"
 RUN useradd --system --uid 10001 app && mkdir -p /data && chown app /data
 USER app
 ENV UNLEARN_DATA_DIR=/data UNLEARN_DEVICE=auto

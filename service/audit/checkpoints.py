@@ -4,7 +4,7 @@ A hash chain alone cannot show that its last events were deleted, if the head ro
 to match. A signed head (chain, seq, hash, time) can: verification then fails unless the chain
 still reaches it. A head is only signed when the events since the previous signed head check
 out, so a signature never vouches for a rewritten history. Auditors may keep signed heads
-(``GET /v1/audit/checkpoints``) and check them offline (service.certificates.verify).
+(``GET /v1/audit/checkpoints``) and check them offline (unlearn_client.verify).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-
-from service.audit.hashing import format_ts
-from service.audit.walk import walk
-from service.certificates.signing import SignedDocument, Signer
-from service.certificates.verify import (
+from unlearn_client.verify import (
     ALGORITHM,
     CANONICALIZATION,
     SIGNED_HEAD_TYPE,
     b64url_decode,
     canonical_json,
 )
+
+from service.audit.hashing import format_ts
+from service.audit.walk import walk
+from service.certificates.signing import SignedDocument, Signer
 from service.db import session_scope, utcnow
 from service.tables import AuditCheckpoint, AuditEvent, AuditHead
 

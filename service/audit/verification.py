@@ -7,11 +7,11 @@ from typing import TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
+from unlearn_client.verify import key_id
 
 from service.audit.checkpoints import latest_checkpoint, signature_ok
 from service.audit.hashing import GENESIS_HASH, format_ts
 from service.audit.walk import walk
-from service.certificates.verify import key_id
 from service.tables import AuditCheckpoint, AuditEvent, AuditHead
 
 

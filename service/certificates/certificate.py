@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from unlearn_client.verify import CERTIFICATE_TYPE
+
 from service.audit.hashing import format_ts, normalise_payload
-from service.certificates.verify import CERTIFICATE_TYPE
 from service.privacy import keyed_digest, keyed_digests
 
 VERSION = 1

@@ -1,7 +1,7 @@
 """The service's Ed25519 signer: signs documents (certificates, audit chain heads, receipts).
 
 A signed document is the document with a detached signature over its RFC 8785 canonical form
-(service.certificates.verify says how to check one offline). Signing is a pure function of the
+(unlearn_client.verify says how to check one offline). Signing is a pure function of the
 document and the key (Ed25519 signatures are deterministic), so the same document always gets
 the same signature and a certificate never needs to be stored to be served again.
 """
@@ -12,8 +12,7 @@ from typing import Any, TypedDict
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from service.certificates.verify import (
+from unlearn_client.verify import (
     ALGORITHM,
     CANONICALIZATION,
     b64url_encode,

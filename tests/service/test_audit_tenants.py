@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from unlearn_client.verify import VerificationError, verify_signed_head
 
 from service.audit.checkpoints import (
     latest_checkpoint,
@@ -27,7 +28,6 @@ from service.audit.hashing import GENESIS_HASH, event_hash
 from service.audit.logic import SYSTEM_CHAIN, append_event
 from service.audit.verification import verify_chain
 from service.certificates.signing import Signer
-from service.certificates.verify import VerificationError, verify_signed_head
 from service.db import make_engine, make_session_factory, session_scope
 from service.migrate import downgrade, upgrade
 from service.tables import AuditCheckpoint, AuditEvent, AuditHead

@@ -14,6 +14,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from unlearn_client.verify import (
+    VerificationError,
+    canonical_json,
+    key_id,
+    load_public_key,
+    verify_certificate,
+    verify_document,
+)
 
 from service.certificates.certificate import (
     AuditEventFacts,
@@ -23,14 +31,6 @@ from service.certificates.certificate import (
 )
 from service.certificates.keystore import KEY_FILE, load_signer
 from service.certificates.signing import Signer
-from service.certificates.verify import (
-    VerificationError,
-    canonical_json,
-    key_id,
-    load_public_key,
-    verify_certificate,
-    verify_document,
-)
 from service.db import session_scope
 from service.jobs.runner import run_job
 from service.jobs.states import RunOutcome
@@ -242,8 +242,9 @@ def test_signing_key_is_made_once_with_mode_0600_or_configured(tmp_path: Path) -
 
 
 def test_the_offline_verifier_needs_nothing_of_the_service(tmp_path: Path) -> None:
-    """verify.py runs as a lone file: only the standard library and cryptography."""
-    source = ROOT / "service" / "certificates" / "verify.py"
+    """The verifier (the SDK's verify.py, which the service's signer builds on) runs as a lone
+    file: only the standard library and cryptography."""
+    source = ROOT / "sdk" / "src" / "unlearn_client" / "verify.py"
     lone = tmp_path / "lone_verify.py"
     lone.write_text(source.read_text())
     signer = Signer(Ed25519PrivateKey.generate())
@@ -255,7 +256,7 @@ def test_the_offline_verifier_needs_nothing_of_the_service(tmp_path: Path) -> No
         "doc = v.verify_certificate(json.load(open('cert.json')), open('key.pem').read())\n"
         "assert doc['n'] == [1.5, 1e-7, 'é'], doc\n"
         "roots = {m.split('.')[0] for m in sys.modules}\n"
-        "bad = roots & {'service', 'sqlalchemy', 'fastapi', 'pydantic', 'unlearning'}\n"
+        "bad = roots & {'service', 'sqlalchemy', 'fastapi', 'pydantic', 'unlearning', 'unlearn_client'}\n"
         "assert not bad, bad\n"
         "print('ok')\n"
     )

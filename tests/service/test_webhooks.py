@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from unlearn_client.webhook_signature import WebhookSignatureError, sign, verify_webhook
 
 from service.audit.logic import append_event
 from service.db import session_scope
@@ -36,7 +37,7 @@ from service.settings import Settings
 from service.tables import AuditEvent, Tenant, Webhook, WebhookDelivery
 from service.webhooks.delivery import backoff, deliver_due
 from service.webhooks.sealing import UnsealError, seal, unseal
-from service.webhooks.signing import SignatureError, generate_secret, sign_headers, signature, verify
+from service.webhooks.signing import generate_secret, sign_headers
 from service.webhooks.ssrf import AllowList, RefusedDestination, check, special_use
 from tests.service_fixtures import ApiClient, make_checkpoint, make_dataset, make_settings, start_api
 
@@ -221,10 +222,10 @@ def test_signature_matches_the_standard_webhooks_test_vector() -> None:
     # The vector the Standard Webhooks reference libraries test against.
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     body = b'{"test": 2432232314}'
-    sig = signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    sig = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
     assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     headers = sign_headers(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", body, timestamp=1614265330)
-    verify(secret, headers, body, now=1614265330 + 10)
+    verify_webhook(secret, headers, body, now=1614265330 + 10)
     assert receiver_verifies(secret, headers, body, tolerance=10**10)
 
 
@@ -232,21 +233,21 @@ def test_verification_refuses_tampering_replays_and_other_secrets() -> None:
     secret, body = generate_secret(), b'{"type":"job.succeeded"}'
     assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
     headers = sign_headers(secret, "msg_1", body)
-    verify(secret, headers, body)
+    verify_webhook(secret, headers, body)
     assert receiver_verifies(secret, headers, body)
-    with pytest.raises(SignatureError):
-        verify(secret, headers, body + b" ")
-    with pytest.raises(SignatureError):
-        verify(generate_secret(), headers, body)
-    with pytest.raises(SignatureError):
-        verify(secret, {**headers, "webhook-id": "msg_2"}, body)
-    with pytest.raises(SignatureError):  # an old request replayed
-        verify(secret, headers, body, now=time.time() + 3600)
-    with pytest.raises(SignatureError):
-        verify(secret, {"webhook-id": "msg_1"}, body)
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(secret, headers, body + b" ")
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(generate_secret(), headers, body)
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(secret, {**headers, "webhook-id": "msg_2"}, body)
+    with pytest.raises(WebhookSignatureError):  # an old request replayed
+        verify_webhook(secret, headers, body, now=time.time() + 3600)
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(secret, {"webhook-id": "msg_1"}, body)
     # Several signatures (a rotation): any one matching is enough.
     rotated = {**headers, "webhook-signature": "v1,AAAA " + headers["webhook-signature"]}
-    verify(secret, rotated, body)
+    verify_webhook(secret, rotated, body)
     assert receiver_verifies(secret, rotated, body)
 
 

@@ -12,9 +12,11 @@ bytes of the document's JSON Canonicalization Scheme form (RFC 8785: sorted keys
 ECMAScript number formatting, minimal string escapes). ``key_id`` is the RFC 7638 JWK thumbprint
 of the public key (base64url of the sha256 of ``{"crv":"Ed25519","kty":"OKP","x":"..."}``).
 
-Vendored from the service's own verifier (``service/certificates/verify.py``) so that the SDK
-never imports the service; a test checks that the two agree. Beyond it, this one also takes the
-SDK's models (``SignedDocument``, ``PublicKey``) and knows the signed receipts' types.
+The one verifier: the service signs with these definitions (``service.certificates.signing``
+imports the canonical form, the key id and the JWK from here) and checks its own chain heads with
+it, so signer and checker cannot drift. Self-contained on purpose: the standard library and
+``cryptography`` only, nothing else of the SDK (its models are taken by duck typing) and nothing
+of the service, so an auditor can also copy this one file and run it alone.
 """
 
 from __future__ import annotations
