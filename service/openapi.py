@@ -132,7 +132,11 @@ _BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
 def request_body(
-    json_model: type[BaseModel] | None = None, *, form: dict[str, Any] | None = None, description: str = ""
+    json_model: type[BaseModel] | None = None,
+    *,
+    form: dict[str, Any] | None = None,
+    description: str = "",
+    required: bool = True,
 ) -> dict[str, Any]:
     """``openapi_extra`` for a route that parses its body itself: the JSON form (a pydantic model),
     the multipart form (a JSON schema), or both."""
@@ -146,7 +150,7 @@ def request_body(
             "schema": form,
             "encoding": {name: {"contentType": "application/octet-stream"} for name in files},
         }
-    body: dict[str, Any] = {"required": True, "content": content}
+    body: dict[str, Any] = {"required": required, "content": content}
     if description:
         body["description"] = description
     return {"requestBody": body}

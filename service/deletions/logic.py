@@ -18,7 +18,7 @@ from service.context import ServiceContext
 from service.datasets.logic import read_samples
 from service.db import AfterFlush, flush_deferred, group_commit, read_scope, utcnow
 from service.deletions.limits import check_backlog, check_param_bounds
-from service.deletions.purge import key_referenced
+from service.deletions.purge import key_referenced, retry_window
 from service.deletions.reference import (
     Found,
     Reference,
@@ -31,7 +31,7 @@ from service.deps import Principal
 from service.errors import Problem, conflict, unprocessable
 from service.jobs.exactness import stages
 from service.jobs.policy import AcceptancePolicy, PolicyLimitError
-from service.jobs.states import JobStatus, RequestStatus
+from service.jobs.states import JobStatus, RequestOutcome, RequestStatus
 from service.jsonbody import parse_model
 from service.listing import ModelListQuery, get_owned, page_model_rows
 from service.outbox import enqueue_job
@@ -39,13 +39,12 @@ from service.privacy import keyed_digest, keyed_digests
 from service.registry.logic import get_model, get_version
 from service.settings import Settings
 from service.storage import StoredObject
-from service.tables import DeletionRequest, Job, Model, new_id
+from service.tables import DeletionRequest, Job, Model, ModelVersion, new_id
 from service.unit_of_work import call_after_commit
 
 log = structlog.get_logger("service.deletions")
 
 FORGET_SET_KIND = "forget-sets"
-OUTCOME_ALREADY_ERASED = "already_erased"
 
 
 @dataclass
@@ -134,6 +133,30 @@ def resolve_policy(settings: Settings, policy: AcceptancePolicy | None) -> Accep
 
 def parse_policy(raw: Any) -> AcceptancePolicy | None:
     return None if raw is None else parse_model(raw, AcceptancePolicy, prefix="policy")
+
+
+def resolve_run(
+    settings: Settings,
+    model_name: str,
+    latest: ModelVersion,
+    method: str,
+    params: dict[str, Any] | None,
+    policy: AcceptancePolicy,
+    has_retain: bool,
+) -> tuple[str, dict[str, Any]]:
+    """The method and resolved params a job of the model's latest version would run (422 if the
+    params are bad, out of this service's bounds, or need an eval set the version lacks)."""
+    method, resolved = resolve_method(
+        settings, method, params, policy, has_retain=has_retain, recipe=latest.recipe
+    )
+    check_param_bounds(settings, resolved)
+    if resolved.get("early_stop") in ("eval_accuracy", "mia") and latest.eval_set_key is None:
+        raise unprocessable(
+            f"params.early_stop={resolved['early_stop']!r} needs an eval set, and version "
+            f"{latest.version} of model {model_name} has none",
+            error="ParamsError",
+        )
+    return method, resolved
 
 
 def validate_forget_set(
@@ -303,16 +326,7 @@ def prepare(ctx: ServiceContext, principal: Principal, model_name: str, intake: 
         has_retain = found is not None
         policy = resolve_policy(settings, intake.policy)
         method, reason = choose_method(settings, intake.method, has_retain)
-        method, params = resolve_method(
-            settings, method, intake.params, policy, has_retain=has_retain, recipe=latest.recipe
-        )
-        check_param_bounds(settings, params)
-        if params.get("early_stop") in ("eval_accuracy", "mia") and latest.eval_set_key is None:
-            raise unprocessable(
-                f"params.early_stop={params['early_stop']!r} needs an eval set, and version "
-                f"{latest.version} of model {model_name} has none",
-                error="ParamsError",
-            )
+        method, params = resolve_run(settings, model_name, latest, method, intake.params, policy, has_retain)
     if found is not None:
         # Read outside the transaction above: the dataset reader opens its own.
         intake.source = read_samples(ctx, found.dataset_version_id, found.selection.sample_ids)
@@ -341,6 +355,58 @@ def _noop(model: Model, intake: Intake, settings: Settings, digests: list[str] |
     )
 
 
+def queue_job(
+    ctx: ServiceContext,
+    db: Session,
+    tenant_id: str,
+    model: Model,
+    method: str,
+    params: dict[str, Any],
+    policy: dict[str, Any],
+    n: int,
+    method_reason: str | None,
+) -> tuple[str, bool]:
+    """Put ``n`` samples on the model's queue in the caller's transaction: the job id, and whether
+    an open batch was joined (else a new job was made, to be announced through the outbox)."""
+    settings = ctx.settings
+    # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
+    # concurrent requests then find each other's open batch instead of each creating a job. A
+    # transaction that records many (a group commit) locks the row once.
+    held = _held(db)
+    if ("model", model.id) not in held:
+        db.execute(select(Model.id).where(Model.id == model.id).with_for_update())
+        held["model", model.id] = True
+    # The tenant's backlog is counted once per transaction, then kept up to date here.
+    backlog = ("backlog", tenant_id)
+    if backlog not in held:
+        held[backlog] = _waiting_samples(db, tenant_id)
+    if held[backlog] + n > settings.tenant_max_queued_samples:
+        db.flush()  # this transaction's requests too (a group commit defers their flush)
+        check_backlog(db, settings, tenant_id, n)  # counts again; the 429 is its answer
+    held[backlog] += n
+    return _join_or_create_job(db, settings, model, tenant_id, method, params, policy, n, method_reason)
+
+
+def audit(
+    db: Session,
+    principal: Principal,
+    action: str,
+    object_id: str,
+    payload: dict[str, Any],
+    model: str | None = None,
+) -> None:
+    """An audit event of what ``principal`` asked for, in the caller's transaction."""
+    append_event(
+        db,
+        actor=principal.actor,
+        action=action,
+        tenant_id=principal.tenant_id,
+        model=model,
+        object_id=object_id,
+        payload=payload,
+    )
+
+
 def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) -> DeletionRequest:
     """Write the request, its job (new or joined), the outbox row and the audit event in the
     caller's transaction; the job is handed to the broker after it commits. Samples that were
@@ -349,26 +415,10 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
         return _record_noop(ctx, db, principal, p)
     assert p.stored is not None
     stored = p.stored
-    settings = ctx.settings
     n = len(p.digests)
-    # Serialise intakes per model (row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
-    # concurrent requests then find each other's open batch instead of each creating a job. A
-    # transaction that records many (a group commit) locks the row once.
-    held = _held(db)
-    if ("model", p.model.id) not in held:
-        db.execute(select(Model.id).where(Model.id == p.model.id).with_for_update())
-        held["model", p.model.id] = True
-    # The tenant's backlog is counted once per transaction, then kept up to date here.
-    backlog = ("backlog", principal.tenant_id)
-    if backlog not in held:
-        held[backlog] = _waiting_samples(db, principal.tenant_id)
-    if held[backlog] + n > settings.tenant_max_queued_samples:
-        db.flush()  # this transaction's requests too (a group commit defers their flush)
-        check_backlog(db, settings, principal.tenant_id, n)  # counts again; the 429 is its answer
-    held[backlog] += n
     policy_json = p.policy.model_dump(mode="json")
-    job_id, joined = _join_or_create_job(
-        db, settings, p.model, principal.tenant_id, p.method, p.params, policy_json, n, p.method_reason
+    job_id, joined = queue_job(
+        ctx, db, principal.tenant_id, p.model, p.method, p.params, policy_json, n, p.method_reason
     )
     req = DeletionRequest(
         id=new_id("del"),  # now, not at the flush: a group commit flushes its batch at the end
@@ -396,13 +446,12 @@ def record(ctx: ServiceContext, db: Session, principal: Principal, p: Prepared) 
     if not joined:
         enqueue_job(db, job_id)
     key = ctx.tenant_key(principal.tenant_id)
-    append_event(
+    audit(
         db,
-        actor=principal.actor,
-        action="deletion.requested",
-        tenant_id=principal.tenant_id,
+        principal,
+        "deletion.requested",
+        req.id,
         model=p.model.name,
-        object_id=req.id,
         payload={
             "job_id": job_id,
             "joined_batch": joined,
@@ -445,7 +494,7 @@ def _record_noop(ctx: ServiceContext, db: Session, principal: Principal, p: Prep
         policy=p.policy.model_dump(mode="json"),
         base_version=p.intake.base_version,
         status=RequestStatus.COMPLETED,
-        outcome=OUTCOME_ALREADY_ERASED,
+        outcome=RequestOutcome.ALREADY_ERASED,
         n_samples=len(p.digests),
         sample_digests=p.digests,
         forget_set_sha256=_EMPTY_SHA256,
@@ -461,13 +510,12 @@ def _record_noop(ctx: ServiceContext, db: Session, principal: Principal, p: Prep
     db.add(req)
     db.flush()
     key = ctx.tenant_key(principal.tenant_id)
-    append_event(
+    audit(
         db,
-        actor=principal.actor,
-        action="deletion.already_erased",
-        tenant_id=principal.tenant_id,
+        principal,
+        "deletion.already_erased",
+        req.id,
         model=p.model.name,
-        object_id=req.id,
         payload={
             "subject_digest": subject_digest(key, p.intake.subject),
             "version": p.model.latest_version,
@@ -478,7 +526,8 @@ def _record_noop(ctx: ServiceContext, db: Session, principal: Principal, p: Prep
     return req
 
 
-def _replay(ctx: ServiceContext, idem: idempotency.IdempotencyContext) -> Answer | None:
+def replay(ctx: ServiceContext, idem: idempotency.IdempotencyContext) -> Answer | None:
+    """The answer stored for this Idempotency-Key (a replay), or None for a new key."""
     with read_scope(ctx.session_factory) as read:
         stored = idempotency.lookup(read, idem)
     if stored is None:
@@ -486,10 +535,10 @@ def _replay(ctx: ServiceContext, idem: idempotency.IdempotencyContext) -> Answer
     return Answer(stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"})
 
 
-def _write_once(
+def write_once(
     ctx: ServiceContext,
     idem: idempotency.IdempotencyContext | None,
-    prepared: list[Prepared],
+    stored_keys: list[str],
     write: Callable[[Session], Callable[[Session], Answer]],
 ) -> Answer:
     """Run ``write`` (it writes, and returns how to answer once its rows are flushed) with its
@@ -517,17 +566,13 @@ def _write_once(
     try:
         return group_commit(ctx.session_factory).run(unit)
     except IntegrityError:
-        for p in prepared:
-            if p.stored is not None:
-                _forget_orphan(ctx, p.stored.key)
-        replay = _replay(ctx, idem) if idem is not None else None
-        if replay is not None:
-            return replay
+        _forget_orphans(ctx, stored_keys)
+        replayed = replay(ctx, idem) if idem is not None else None
+        if replayed is not None:
+            return replayed
         raise
     except BaseException:
-        for p in prepared:
-            if p.stored is not None:
-                _forget_orphan(ctx, p.stored.key)
+        _forget_orphans(ctx, stored_keys)
         raise
 
 
@@ -539,22 +584,22 @@ def submit(
     intake: Intake,
     idem: idempotency.IdempotencyContext | None,
 ) -> Answer:
-    if idem is not None and (replay := _replay(ctx, idem)) is not None:
-        return replay
+    if idem is not None and (replayed := replay(ctx, idem)) is not None:
+        return replayed
     p = prepare(ctx, principal, model_name, intake)
 
     def write(db: Session) -> Callable[[Session], Answer]:
         req = record(ctx, db, principal, p)
 
         def answer(_db: Session) -> Answer:
-            body = to_out(req, p.model.name, ctx.tenant_key(principal.tenant_id)).model_dump(mode="json")
+            body = to_out(ctx, req, p.model.name).model_dump(mode="json")
             # Already erased: done now (200), not accepted for later (202).
             status = 200 if req.status == RequestStatus.COMPLETED else 202
             return Answer(status, body, {"Location": f"/v1/deletion-requests/{req.id}"})
 
         return answer
 
-    return _write_once(ctx, idem, [p], write)
+    return write_once(ctx, idem, _keys([p]), write)
 
 
 def submit_bulk(
@@ -566,16 +611,14 @@ def submit_bulk(
     idem: idempotency.IdempotencyContext | None,
 ) -> Answer:
     """Many deletion requests in one call and one transaction: all are accepted, or none."""
-    if idem is not None and (replay := _replay(ctx, idem)) is not None:
-        return replay
+    if idem is not None and (replayed := replay(ctx, idem)) is not None:
+        return replayed
     prepared: list[Prepared] = []
     for i, intake in enumerate(intakes):
         try:
             prepared.append(prepare(ctx, principal, model_name, intake))
         except Problem as exc:
-            for p in prepared:
-                if p.stored is not None:
-                    _forget_orphan(ctx, p.stored.key)
+            _forget_orphans(ctx, _keys(prepared))
             exc.detail = f"requests[{i}]: {exc.detail}"
             exc.extra["index"] = i
             raise
@@ -584,20 +627,24 @@ def submit_bulk(
         reqs = [record(ctx, db, principal, p) for p in prepared]
 
         def answer(_db: Session) -> Answer:
-            key = ctx.tenant_key(principal.tenant_id)
-            items = [to_out(r, model_name, key) for r in reqs]
+            items = [to_out(ctx, r, model_name) for r in reqs]
             return Answer(202, {"items": [i.model_dump(mode="json") for i in items]}, {})
 
         return answer
 
-    return _write_once(ctx, idem, prepared, write)
+    return write_once(ctx, idem, _keys(prepared), write)
 
 
-def _forget_orphan(ctx: ServiceContext, key: str) -> None:
-    """Remove a blob stored for a request that was then not committed (unless someone uses it)."""
-    if not key_referenced(ctx.session_factory, key):
-        with contextlib.suppress(Exception):
-            ctx.storage.delete(key)
+def _keys(prepared: list[Prepared]) -> list[str]:
+    return [p.stored.key for p in prepared if p.stored is not None]
+
+
+def _forget_orphans(ctx: ServiceContext, keys: list[str]) -> None:
+    """Remove blobs stored for requests that were then not committed (unless someone uses them)."""
+    for key in keys:
+        if not key_referenced(ctx.session_factory, key):
+            with contextlib.suppress(Exception):
+                ctx.storage.delete(key)
 
 
 # -- reads -----------------------------------------------------------------------------------
@@ -607,13 +654,14 @@ def subject_digest(key: bytes, subject: str | None) -> str | None:
     return None if subject is None else keyed_digest(key, subject)
 
 
-def to_out(req: DeletionRequest, model_name: str, key: bytes) -> DeletionRequestOut:
+def to_out(ctx: ServiceContext, req: DeletionRequest, model_name: str) -> DeletionRequestOut:
+    window = retry_window(req, ctx.settings.failed_forget_set_retention_seconds, utcnow())
     return DeletionRequestOut(
         id=req.id,
         model=model_name,
         status=req.status,
         job_id=req.job_id,
-        subject_digest=subject_digest(key, req.subject),
+        subject_digest=subject_digest(ctx.tenant_key(req.tenant_id), req.subject),
         method=req.method,
         params=dict(req.params or {}),
         policy=dict(req.policy or {}),
@@ -627,6 +675,8 @@ def to_out(req: DeletionRequest, model_name: str, key: bytes) -> DeletionRequest
         outcome=req.outcome,
         exact_version=req.exact_version,
         stages=stages(req),
+        retryable=window.retryable,
+        retry_until=window.until,
         error=req.error,
         created_at=req.created_at,
         updated_at=req.updated_at,
@@ -646,7 +696,7 @@ def _load(db: Session, tenant_id: str, request_id: str) -> tuple[DeletionRequest
 def get_request(ctx: ServiceContext, db: Session, tenant_id: str, request_id: str) -> DeletionRequestOut:
     with read_scope(ctx.session_factory) as read:
         req, model_name = _load(read, tenant_id, request_id)
-        return to_out(req, model_name, ctx.tenant_key(tenant_id))
+        return to_out(ctx, req, model_name)
 
 
 def get_sample_digests(ctx: ServiceContext, db: Session, tenant_id: str, request_id: str) -> SampleDigestsOut:
@@ -666,5 +716,4 @@ def list_requests(
         rows, names, next_cursor = page_model_rows(
             read, DeletionRequest, tenant_id, query, statuses=tuple(RequestStatus), where=where
         )
-        key = ctx.tenant_key(tenant_id)
-        return [to_out(r, names[r.model_id], key) for r in rows], next_cursor
+        return [to_out(ctx, r, names[r.model_id]) for r in rows], next_cursor

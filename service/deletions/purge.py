@@ -10,6 +10,7 @@ and says so in the audit log.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -18,13 +19,40 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.audit.logic import append_event
 from service.db import db_time, session_scope, utcnow
-from service.jobs.states import TERMINAL_REQUEST, RequestOutcome
+from service.jobs.states import TERMINAL_REQUEST, RequestOutcome, RequestStatus
 from service.storage import ArtifactStore
 from service.tables import DeletionRequest, Model
 
 log = structlog.get_logger("service.deletions")
 
 ACTOR = "system:purge"
+
+
+@dataclass(frozen=True)
+class RetryWindow:
+    """Whether a request may be retried now, and until when (None: no deadline, or not at all)."""
+
+    retryable: bool
+    until: datetime | None
+    reason: str = ""  # why not, for the refusal
+
+
+def retry_window(req: DeletionRequest, failed_retention_seconds: float, now: datetime) -> RetryWindow:
+    """The retry rule: a request the acceptance policy rejected may be retried; one that uploaded
+    its samples, while its forget set is kept (until its end + the retention); one by reference
+    at any time (its samples are read again from the registered training set)."""
+    if req.status != RequestStatus.FAILED or req.outcome != RequestOutcome.POLICY_REJECTED:
+        return RetryWindow(False, None, "only a request that failed the acceptance policy can be retried")
+    if req.dataset_id is not None:
+        return RetryWindow(True, None)
+    if req.forget_set_key is None or req.finished_at is None:
+        return RetryWindow(False, None, "its forget set was purged: submit the request again")
+    until = req.finished_at + timedelta(seconds=failed_retention_seconds)
+    if now >= until:
+        return RetryWindow(
+            False, until, "its retry window ended and its forget set is purged: submit it again"
+        )
+    return RetryWindow(True, until)
 
 
 def _not_kept(failed_retention_seconds: float, now: datetime) -> ColumnElement[bool]:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service import idempotency, jsonbody
-from service.deletions import logic
+from service.context import ServiceContext
+from service.deletions import logic, retry
 from service.deletions.reference import Reference
 from service.deletions.schemas import (
     BulkDeletionIn,
@@ -20,6 +24,7 @@ from service.deletions.schemas import (
     DeletionRequestIn,
     DeletionRequestOut,
     DeletionRequestPage,
+    RetryIn,
     SampleDigestsOut,
 )
 from service.deps import Context, DbSession, Principal, authenticate_request, require
@@ -40,6 +45,34 @@ def _reader(principal: Annotated[Principal, Depends(authenticate_request)]) -> P
 
 
 Reader = Annotated[Principal, Depends(_reader)]
+
+
+@dataclass(frozen=True)
+class JsonPost:
+    """A JSON POST by a deletion writer: its body, the caller, and its Idempotency-Key context
+    (scoped to the path, hashed over the body)."""
+
+    body: bytes
+    principal: Principal
+    idem: idempotency.IdempotencyContext | None
+
+
+async def _json_post(
+    request: Request,
+    principal: Writer,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JsonPost:
+    body = await request.body()
+    idem = idempotency.make_context(principal.tenant_id, idempotency_key, "POST", request.url.path, body)
+    return JsonPost(body, principal, idem)
+
+
+IdempotentPost = Annotated[JsonPost, Depends(_json_post)]
+
+
+def respond(answer: logic.Answer) -> JSONResponse:
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
+
 
 _FORM_FIELDS = {"forget_set", "subject", "method", "params", "base_version", "policy"}
 
@@ -165,8 +198,7 @@ async def create_deletion_request(
         principal.tenant_id, idempotency_key, "POST", request.url.path, hashed_body
     )
     # Validation, storage and the database work block; keep them off the event loop.
-    answer = await run_in_threadpool(logic.submit, ctx, db, principal, name, intake, idem)
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
+    return respond(await run_in_threadpool(logic.submit, ctx, db, principal, name, intake, idem))
 
 
 @router.post(
@@ -178,15 +210,9 @@ async def create_deletion_request(
     openapi_extra=request_body(BulkDeletionIn),
 )
 async def create_deletion_requests_bulk(
-    name: str,
-    request: Request,
-    ctx: Context,
-    db: DbSession,
-    principal: Writer,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    name: str, ctx: Context, db: DbSession, post: IdempotentPost
 ) -> JSONResponse:
-    body = await request.body()
-    parsed = jsonbody.parse_model(body, BulkDeletionIn)
+    parsed = jsonbody.parse_model(post.body, BulkDeletionIn)
     limit = ctx.settings.max_bulk_requests
     if len(parsed.requests) > limit:
         raise unprocessable(f"requests: at most {limit} per call, got {len(parsed.requests)}")
@@ -201,27 +227,57 @@ async def create_deletion_requests_bulk(
         )
         for item in parsed.requests
     ]
-    idem = idempotency.make_context(principal.tenant_id, idempotency_key, "POST", request.url.path, body)
-    answer = await run_in_threadpool(logic.submit_bulk, ctx, db, principal, name, intakes, idem)
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
+    return respond(
+        await run_in_threadpool(logic.submit_bulk, ctx, db, post.principal, name, intakes, post.idem)
+    )
 
 
-@router.get(
-    "/v1/deletion-requests/{request_id}",
+@router.post(
+    "/v1/deletion-requests/{request_id}/retry",
+    status_code=202,
     response_model=DeletionRequestOut,
-    summary="Get a deletion request",
+    summary="Queue a request the acceptance policy rejected again, without uploading its samples",
+    responses={
+        202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+        409: {"description": "the request did not fail the acceptance policy (or is queued again already)"},
+        410: {"description": "its retry window ended: the forget set it uploaded was purged"},
+        429: {},
+    },
+    openapi_extra=request_body(RetryIn, required=False),
 )
-def get_deletion_request(request_id: str, ctx: Context, db: DbSession, principal: Reader) -> Any:
-    return logic.get_request(ctx, db, principal.tenant_id, request_id)
+async def retry_deletion_request(request_id: str, ctx: Context, post: IdempotentPost) -> JSONResponse:
+    # No body (or an empty one): the same method, params and policy.
+    body = jsonbody.parse_model(post.body if post.body.strip() else b"{}", RetryIn)
+    return respond(await run_in_threadpool(retry.retry, ctx, post.principal, request_id, body, post.idem))
 
 
-@router.get(
-    "/v1/deletion-requests/{request_id}/sample-digests",
-    response_model=SampleDigestsOut,
-    summary="The request's sample digests (keyed per tenant)",
-)
-def get_sample_digests(request_id: str, ctx: Context, db: DbSession, principal: Reader) -> Any:
-    return logic.get_sample_digests(ctx, db, principal.tenant_id, request_id)
+def _read(read: Callable[[ServiceContext, Session, str, str], Any]) -> Callable[..., Any]:
+    """A GET of one request's resource: the reader's tenant, the request id, ``read``'s answer."""
+
+    def route(request_id: str, ctx: Context, db: DbSession, principal: Reader) -> Any:
+        return read(ctx, db, principal.tenant_id, request_id)
+
+    return route
+
+
+for _path, _model, _name, _summary, _logic in (
+    ("", DeletionRequestOut, "get_deletion_request", "Get a deletion request", logic.get_request),
+    (
+        "/sample-digests",
+        SampleDigestsOut,
+        "get_sample_digests",
+        "The request's sample digests (keyed per tenant)",
+        logic.get_sample_digests,
+    ),
+):
+    router.add_api_route(
+        "/v1/deletion-requests/{request_id}" + _path,
+        _read(_logic),
+        methods=["GET"],
+        response_model=_model,
+        name=_name,
+        summary=_summary,
+    )
 
 
 @router.get(

@@ -76,10 +76,31 @@ class DeletionRequestOut(BaseModel):
     exact_version: int | None = None  # eventual exactness: the version retrained without it
     # e.g. [{"stage": "approximate", "version": 2}, {"stage": "exact", "version": 4}]
     stages: list[dict[str, Any]] = Field(default_factory=list)
+    # Failed the acceptance policy (outcome "policy_rejected"): POST .../retry queues it again,
+    # without an upload, while retryable; an uploaded forget set is kept until retry_until
+    # (None by reference: the samples are read again from the registered training set).
+    retryable: bool = False
+    retry_until: datetime | None = None
     error: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+
+
+class RetryIn(BaseModel):
+    """``POST /v1/deletion-requests/{id}/retry``: what to change for the new run (all optional).
+
+    ``method`` and ``params`` as at intake (params refine the method's defaults; omitted, the
+    request's own, or the new method's defaults); ``policy`` refines the request's policy.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str | None = Field(None, max_length=64)
+    params: dict[str, Any] | None = None
+    policy: AcceptancePolicy | None = None
+
+    _params_depth = field_validator("params")(_shallow)
 
 
 class DeletionRequestPage(BaseModel):

@@ -16,24 +16,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import idempotency
-from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets.logic import erase_samples, find_samples
 from service.datasets.records import get_dataset, get_version
 from service.db import session_scope
-from service.deletions.logic import Answer, Intake, Prepared, prepare, record, subject_digest
+from service.deletions.logic import Answer, Intake, Prepared, audit, prepare, record, replay, subject_digest
 from service.deletions.reference import Reference
 from service.deps import Principal
 from service.erasures.schemas import ErasureOut, ErasureRequestOut
 from service.errors import Problem
-from service.jobs.states import RequestStatus
+from service.jobs.states import RequestOutcome, RequestStatus
 from service.listing import get_owned
 from service.pagination import paginate
 from service.tables import Dataset, DatasetVersion, DeletionRequest, Erasure, Model, ModelVersion, new_id
 
 log = structlog.get_logger("service.erasures")
-
-OUTCOME_ALREADY_ERASED = "already_erased"
 
 
 def _models_trained_on(session: Session, tenant_id: str, dataset_id: str) -> list[tuple[Model, int]]:
@@ -68,11 +65,8 @@ def submit(
     sample_ids: list[str | int] | None,
     idem: idempotency.IdempotencyContext | None,
 ) -> Answer:
-    if idem is not None:
-        with session_scope(ctx.session_factory) as read:
-            stored = idempotency.lookup(read, idem)
-        if stored is not None:
-            return Answer(stored.status_code, stored.body, {**stored.headers, "Idempotent-Replayed": "true"})
+    if idem is not None and (replayed := replay(ctx, idem)) is not None:
+        return replayed
     erasure_id = new_id("era")
     ref = Reference(subject=subject, sample_ids=tuple(sample_ids) if sample_ids is not None else None)
     targets: list[str] = []
@@ -139,7 +133,7 @@ def _write(
         subject=ref.subject,
         sample_ids=ids,
         dataset_version=found_in,
-        outcome=OUTCOME_ALREADY_ERASED if noop else None,
+        outcome=RequestOutcome.ALREADY_ERASED if noop else None,
         created_by_key=principal.key_id,
     )
     db.add(erasure)
@@ -152,12 +146,11 @@ def _write(
         )
         erasure.result_dataset_version = erase_samples(db, ctx, latest.id, ids, principal.actor).version
     key = ctx.tenant_key(principal.tenant_id)
-    append_event(
+    audit(
         db,
-        actor=principal.actor,
-        action="erasure.requested",
-        tenant_id=principal.tenant_id,
-        object_id=erasure.id,
+        principal,
+        "erasure.requested",
+        erasure.id,
         payload={
             "dataset": dataset.name,
             "subject_digest": subject_digest(key, ref.subject),
@@ -179,7 +172,7 @@ def _write(
 
 
 def erasure_status(erasure: Erasure, statuses: list[str]) -> str:
-    if erasure.outcome == OUTCOME_ALREADY_ERASED or not statuses:
+    if erasure.outcome == RequestOutcome.ALREADY_ERASED or not statuses:
         return "completed"
     if all(s == RequestStatus.COMPLETED for s in statuses):
         return "completed"

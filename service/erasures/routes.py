@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service import idempotency, jsonbody
-from service.deletions.routes import Reader, Writer
+from service import jsonbody
+from service.deletions.routes import IdempotentPost, Reader, respond
 from service.deps import Context, DbSession
 from service.erasures import logic
 from service.erasures.schemas import ErasureIn, ErasureOut, ErasurePage
@@ -34,23 +34,15 @@ router = APIRouter(tags=["erasures"])
     },
     openapi_extra=request_body(ErasureIn),
 )
-async def create_erasure(
-    name: str,
-    request: Request,
-    ctx: Context,
-    db: DbSession,
-    principal: Writer,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse:
-    body = await request.body()
-    parsed = jsonbody.parse_model(body, ErasureIn)
+async def create_erasure(name: str, ctx: Context, db: DbSession, post: IdempotentPost) -> JSONResponse:
+    parsed = jsonbody.parse_model(post.body, ErasureIn)
     if (parsed.subject is None) == (parsed.sample_ids is None):
         raise unprocessable("give exactly one of subject or sample_ids")
-    idem = idempotency.make_context(principal.tenant_id, idempotency_key, "POST", request.url.path, body)
-    answer = await run_in_threadpool(
-        logic.submit, ctx, db, principal, name, parsed.subject, parsed.sample_ids, idem
+    return respond(
+        await run_in_threadpool(
+            logic.submit, ctx, db, post.principal, name, parsed.subject, parsed.sample_ids, post.idem
+        )
     )
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
 
 
 @router.get("/v1/erasures/{erasure_id}", response_model=ErasureOut, summary="Get an erasure")
