@@ -130,6 +130,14 @@ SUBMIT_DELETIONS_BULK = Endpoint(
     creates=True,
     honours_idempotency_key=True,
 )
+# Queues a request the acceptance policy rejected again; the server replays a repeated key.
+RETRY_DELETION = Endpoint(
+    "POST",
+    "/v1/deletion-requests/{request_id}/retry",
+    DeletionRequest,
+    creates=True,
+    honours_idempotency_key=True,
+)
 DELETION_RECEIPT = Endpoint("GET", "/v1/deletion-requests/{request_id}/receipt", Receipt)
 SIGNED_DELETION_RECEIPT = Endpoint("GET", "/v1/deletion-requests/{request_id}/receipt", SignedDocument)
 DELETION_CERTIFICATE = Endpoint("GET", "/v1/deletion-requests/{request_id}/certificate", SignedDocument)

@@ -48,6 +48,7 @@ class DeletionRequests(Resource[R]):
 
     submit = Operation(deletion_ops.submit)
     submit_bulk = Operation(deletion_ops.submit_bulk)
+    retry = Operation(deletion_ops.retry)
     list = Operation(deletion_ops.list_page)
     iterate = Iteration(deletion_ops.iterate)
     get = Operation(deletion_ops.get)

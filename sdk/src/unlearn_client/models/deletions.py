@@ -41,12 +41,17 @@ class DeletionRequest(ApiModel):
     # from samples sent; erasure_id names the dataset erasure that made it, if one did.
     by_reference: bool = False
     erasure_id: str | None = None
-    # "already_erased": completed at once, with no job, as the samples were erased before.
+    # "already_erased": completed at once, with no job, as the samples were erased before;
+    # "policy_rejected": failed the acceptance policy, and ``retry`` may queue it again.
     outcome: str | None = None
     # Eventual exactness: the version retrained exactly without the samples, once there is one;
     # stages lists the approximate version and then the exact one.
     exact_version: int | None = None
     stages: list[Stage] = Field(default_factory=list)
+    # Whether ``deletions.retry`` would queue it now; an uploaded forget set is kept until
+    # retry_until (None by reference: the samples are read again from the training set).
+    retryable: bool = False
+    retry_until: datetime | None = None
     error: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime

@@ -1,4 +1,4 @@
-"""Deletion requests: submit (a forget-set file or inline samples), list, get."""
+"""Deletion requests: submit (a forget-set file or inline samples), retry, list, get."""
 
 from __future__ import annotations
 
@@ -86,6 +86,34 @@ def submit_bulk(
     request = api.SUBMIT_DELETIONS_BULK.request({"name": model}, json=body, idempotency_key=idempotency_key)
     answer = yield from fetch(options, request)
     return answer.items
+
+
+def retry(
+    options: Options,
+    request_id: str,
+    *,
+    method: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    policy: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> Flow[DeletionRequest]:
+    """Queue a request the acceptance policy rejected again (``outcome == "policy_rejected"``,
+    ``retryable``), without sending its samples again: the service kept an uploaded forget set
+    until ``retry_until``, and reads a request by reference from the registered training set.
+
+    ``method`` and ``params`` as at submission (omitted: the request's own); ``policy`` refines
+    the request's policy. Answered 202 with the request queued again; a retry of this call (same
+    Idempotency-Key) queues nothing more. Raises on 409 (not a policy rejection, or queued again
+    already) and 410 (the retry window ended: submit the samples again).
+    """
+    body = {
+        name: dict(value) if isinstance(value, Mapping) else value
+        for name, value in (("method", method), ("params", params), ("policy", policy))
+        if value is not None
+    }
+    path = {"request_id": request_id}
+    request = api.RETRY_DELETION.request(path, json=body, idempotency_key=idempotency_key)
+    return (yield from fetch(options, request))
 
 
 def list_page(

@@ -1,4 +1,5 @@
-"""``submit``, ``train``, ``status``, ``wait``, ``cancel``: deletion requests, training, and their jobs."""
+"""``submit``, ``retry``, ``train``, ``status``, ``wait``, ``cancel``: deletion requests, training, and their
+jobs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from unlearn_client.models import DeletionRequest, Job
 
 REQUEST_FIELDS = [
     "id", "model", "status", "job_id", "method", "n_samples", "result_version", "outcome", "exact_version",
-    "forget_set_purged", "error", "created_at", "finished_at",
+    "forget_set_purged", "retryable", "retry_until", "error", "created_at", "finished_at",
 ]  # fmt: skip
 JOB_FIELDS = [
     "id", "model", "kind", "reason", "status", "stage", "progress", "method", "method_reason", "base_version",
@@ -89,6 +90,35 @@ def submit(
     out.note(
         f"request {request.id}: {request.status}" + (f", job {request.job_id}" if request.job_id else "")
     )
+    _finish(client.deletions.wait(request, progress=_show_progress(progress, out)), out)
+
+
+def retry(
+    request_id: Annotated[str, typer.Argument(help="A deletion request the acceptance policy rejected.")],
+    method: Annotated[str | None, typer.Option(help="Another method (default: the request's).")] = None,
+    params: Annotated[str | None, typer.Option(help="Method params (JSON or @file).")] = None,
+    policy: Annotated[str | None, typer.Option(help="Acceptance-policy overrides (JSON or @file).")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Makes a re-run of this command queue nothing more.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the request is done.")] = False,
+    progress: ProgressFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Queue a rejected deletion request again, without uploading its samples."""
+    out = current.output(json)
+    client = current.client()
+    request = client.deletions.retry(
+        request_id,
+        method=method,
+        params=json_object(params, "--params"),
+        policy=json_object(policy, "--policy"),
+        idempotency_key=idempotency_key,
+    )
+    if not wait:
+        out.record(request, REQUEST_FIELDS)
+        return
+    out.note(f"request {request.id}: {request.status}, job {request.job_id}")
     _finish(client.deletions.wait(request, progress=_show_progress(progress, out)), out)
 
 
