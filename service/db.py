@@ -7,7 +7,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, overload
 
@@ -105,9 +105,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error."""
-    session = factory()
+def _transaction(make: Callable[[], Session]) -> Iterator[Session]:
+    session = make()
     try:
         yield session
         session.commit()
@@ -116,6 +115,11 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def session_scope(factory: sessionmaker[Session]) -> AbstractContextManager[Session]:
+    """One transaction: commit on success, roll back on any error."""
+    return _transaction(factory)
 
 
 _READ_ONLY = "unlearn_read_only"
@@ -143,18 +147,9 @@ def read_session(factory: sessionmaker[Session]) -> Session:
     return factory(bind=reader)
 
 
-@contextmanager
-def read_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+def read_scope(factory: sessionmaker[Session]) -> AbstractContextManager[Session]:
     """:func:`session_scope` for reading only: see :func:`read_session`."""
-    session = read_session(factory)
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    return _transaction(lambda: read_session(factory))
 
 
 T = TypeVar("T")

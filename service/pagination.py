@@ -122,6 +122,21 @@ def paginate(
     return rows, next_cursor
 
 
+def page_of(
+    session: Session,
+    stmt: Select[Any],
+    out: Callable[[Any], Any],
+    *,
+    order_by: Sequence[InstrumentedAttribute[Any]],
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """One page of ``stmt`` (see :func:`paginate`) as the answer ``Page`` describes, each row
+    passed through ``out``."""
+    rows, next_cursor = paginate(session, stmt, order_by=order_by, limit=limit, cursor=cursor)
+    return {"items": [out(row) for row in rows], "next_cursor": next_cursor}
+
+
 def _allowed_query_names(dependant: Any, names: set[str]) -> None:
     for field in dependant.query_params:
         annotation = getattr(field.field_info, "annotation", None)

@@ -7,39 +7,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.errors import Problem, conflict, not_found
-from service.registry.logic import VersionRef, parse_version_ref
+from service.lookup import VersionRef, one_or_404, version_number
 from service.tables import Dataset, DatasetShard, DatasetVersion
 
 
 def get_dataset(session: Session, tenant_id: str, name: str, *, for_update: bool = False) -> Dataset:
     """The tenant's data set by name; another tenant's is indistinguishable from a missing one."""
     stmt = select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.name == name)
-    if for_update:
-        # Refresh too: the session may hold this row from before (expire_on_commit is off).
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
-    dataset = session.scalars(stmt).one_or_none()
-    if dataset is None:
-        raise not_found("dataset", name)
-    return dataset
+    return one_or_404(session, stmt, "dataset", name, lock=for_update)
 
 
 def get_version(session: Session, dataset: Dataset, ref: VersionRef | str | None = None) -> DatasetVersion:
     """Version ``ref`` (a number, "latest", or None for latest) of a data set, or a 404."""
-    parsed = "latest" if ref is None else parse_version_ref(ref) if isinstance(ref, str) else ref
-    if parsed == "latest":
-        if dataset.latest_version is None:
-            raise not_found("version", f"latest of dataset {dataset.name} (no version uploaded yet)")
-        number = dataset.latest_version
-    else:
-        number = parsed
-    version = session.scalars(
-        select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == number
-        )
-    ).one_or_none()
-    if version is None:
-        raise not_found("version", f"{number} of dataset {dataset.name}")
-    return version
+    number = version_number(dataset, "latest" if ref is None else ref, "dataset")
+    stmt = select(DatasetVersion).where(
+        DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == number
+    )
+    return one_or_404(session, stmt, "version", f"{number} of dataset {dataset.name}")
 
 
 def get_version_by_id(session: Session, dataset_version_id: str) -> tuple[Dataset, DatasetVersion]:

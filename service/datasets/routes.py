@@ -14,7 +14,7 @@ from service.datasets.ingest import too_large
 from service.datasets.records import get_dataset, get_version
 from service.datasets.schemas import DatasetCreate, DatasetOut, DatasetVersionOut
 from service.deps import Context, DbSession, Principal, require
-from service.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, paginate
+from service.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from service.tables import Dataset, DatasetVersion
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -48,8 +48,7 @@ def list_datasets(
     session: DbSession, principal: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Any:
     stmt = select(Dataset).where(Dataset.tenant_id == principal.tenant_id)
-    rows, next_cursor = paginate(session, stmt, order_by=[Dataset.name], limit=limit, cursor=cursor)
-    return {"items": [logic.dataset_out(d) for d in rows], "next_cursor": next_cursor}
+    return page_of(session, stmt, logic.dataset_out, order_by=[Dataset.name], limit=limit, cursor=cursor)
 
 
 @router.get("/{name}", response_model=DatasetOut, summary="Get a data set")
@@ -101,8 +100,8 @@ def list_versions(
 ) -> Any:
     dataset = get_dataset(session, principal.tenant_id, name)
     stmt = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
-    rows, next_cursor = paginate(session, stmt, order_by=[DatasetVersion.version], limit=limit, cursor=cursor)
-    return {"items": [logic.version_out(v) for v in rows], "next_cursor": next_cursor}
+    order = [DatasetVersion.version]
+    return page_of(session, stmt, logic.version_out, order_by=order, limit=limit, cursor=cursor)
 
 
 @router.get(

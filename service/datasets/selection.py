@@ -15,7 +15,7 @@ from service.datasets.records import get_dataset, get_version, gone
 from service.datasets.states import VersionStatus
 from service.datasets.subjects import SubjectHasher, SubjectId
 from service.errors import Problem, not_found, unprocessable
-from service.registry.logic import VersionRef
+from service.lookup import VersionRef
 from service.tables import DatasetShard, DatasetVersion
 
 # How many unknown ids a 422 names (all of them are counted).

@@ -18,7 +18,7 @@ from service.audit.hashing import format_ts
 from service.context import ServiceContext
 from service.db import utcnow
 from service.erasures.logic import erasure_out
-from service.errors import not_found
+from service.listing import get_owned
 from service.privacy import keyed_digest, keyed_digests
 from service.tables import (
     AuditEvent,
@@ -27,7 +27,6 @@ from service.tables import (
     DeletionRequest,
     Erasure,
     Job,
-    Model,
     ModelVersion,
 )
 
@@ -82,15 +81,7 @@ def _audit(session: Session, tenant_id: str, object_ids: list[str]) -> list[dict
 def deletion_receipt(
     session: Session, ctx: ServiceContext, tenant_id: str, request_id: str
 ) -> dict[str, Any]:
-    row = session.execute(
-        select(DeletionRequest, Model)
-        .join(Model, Model.id == DeletionRequest.model_id)
-        .where(DeletionRequest.id == request_id, DeletionRequest.tenant_id == tenant_id)
-    ).one_or_none()
-    if row is None:
-        raise not_found("deletion request", request_id)
-    req: DeletionRequest = row[0]
-    model: Model = row[1]
+    req, model_name = get_owned(session, DeletionRequest, tenant_id, request_id, "deletion request")
     job = session.get(Job, req.job_id) if req.job_id else None
     key = ctx.tenant_key(tenant_id)
     metrics = (job.metrics or {}) if job else {}
@@ -113,7 +104,7 @@ def deletion_receipt(
             "created_at": format_ts(req.created_at),
             "finished_at": format_ts(req.finished_at) if req.finished_at else None,
         },
-        "model": model.name,
+        "model": model_name,
         "subject_digest": keyed_digest(key, req.subject) if req.subject is not None else None,
         "digests": "HMAC-SHA256 of each sample's sha256 under the tenant's key",
         "sample_digests": keyed_digests(key, list(req.sample_digests or [])),
@@ -122,8 +113,8 @@ def deletion_receipt(
         "method_reason": job.method_reason if job else None,
         "params": req.params,
         "model_versions": {
-            "before": _model_version(session, model.id, base),
-            "after": _model_version(session, model.id, req.result_version),
+            "before": _model_version(session, req.model_id, base),
+            "after": _model_version(session, req.model_id, req.result_version),
         },
         "verification": {k: metrics.get(k) for k in ("before", "after", "param_l2_change") if k in metrics},
         "policy": metrics.get("policy"),
@@ -155,26 +146,18 @@ def _audit_payloads(
 
 
 def erasure_receipt(session: Session, ctx: ServiceContext, tenant_id: str, erasure_id: str) -> dict[str, Any]:
-    row = session.execute(
-        select(Erasure, Dataset)
-        .join(Dataset, Dataset.id == Erasure.dataset_id)
-        .where(Erasure.id == erasure_id, Erasure.tenant_id == tenant_id)
-    ).one_or_none()
-    if row is None:
-        raise not_found("erasure", erasure_id)
-    erasure: Erasure = row[0]
-    dataset: Dataset = row[1]
-    out = erasure_out(session, ctx, erasure, dataset.name)
+    erasure, dataset_name = get_owned(session, Erasure, tenant_id, erasure_id, "erasure", owner=Dataset)
+    out = erasure_out(session, ctx, erasure, dataset_name)
     before = session.scalars(
         select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == erasure.dataset_version
+            DatasetVersion.dataset_id == erasure.dataset_id, DatasetVersion.version == erasure.dataset_version
         )
     ).one()
     after_number = out.result_dataset_version
     after = (
         session.scalars(
             select(DatasetVersion).where(
-                DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == after_number
+                DatasetVersion.dataset_id == erasure.dataset_id, DatasetVersion.version == after_number
             )
         ).one_or_none()
         if after_number is not None
@@ -188,7 +171,7 @@ def erasure_receipt(session: Session, ctx: ServiceContext, tenant_id: str, erasu
         "subject_digest": out.subject_digest,
         "n_samples": out.n_samples,
         "training_data": {
-            "dataset": dataset.name,
+            "dataset": dataset_name,
             "before": {
                 "version": before.version,
                 "data_sha256": before.data_sha256,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +14,8 @@ from torch import nn
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.db import session_scope
-from service.errors import Problem, conflict, not_found, unprocessable
+from service.errors import Problem, conflict
+from service.lookup import VersionRef, one_or_404, version_number
 from service.registry.hfconfig import inline_hf_config
 from service.tables import Model, ModelVersion
 from unlearning import build_model
@@ -22,46 +23,17 @@ from unlearning.architectures.registry import ModelSpec
 from unlearning.checkpoints import sha256_bytes, validate_checkpoint
 from unlearning.data import num_samples, validate_dataset
 
-VersionRef = int | Literal["latest"]
-
 
 def get_model(session: Session, tenant_id: str, name: str, *, for_update: bool = False) -> Model:
     """The tenant's model by name; another tenant's model is indistinguishable from a missing one."""
     stmt = select(Model).where(Model.tenant_id == tenant_id, Model.name == name)
-    if for_update:
-        # Refresh too: the session may hold this row from before (expire_on_commit is off).
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
-    model = session.scalars(stmt).one_or_none()
-    if model is None:
-        raise not_found("model", name)
-    return model
-
-
-def parse_version_ref(ref: str | int) -> VersionRef:
-    if isinstance(ref, int):
-        return ref
-    if ref == "latest":
-        return "latest"
-    # ASCII digits only: str.isdigit() also accepts "¹" (int() refuses it: a 500) and "٣" (read as 3).
-    if ref.isascii() and ref.isdigit() and len(ref) < 10:
-        return int(ref)
-    raise unprocessable(f"version must be a positive integer or 'latest', got {ref!r}")
+    return one_or_404(session, stmt, "model", name, lock=for_update)
 
 
 def get_version(session: Session, model: Model, v: VersionRef | str) -> ModelVersion:
-    ref = parse_version_ref(v) if isinstance(v, str) else v
-    if ref == "latest":
-        if model.latest_version is None:
-            raise not_found("version", f"latest of model {model.name} (no version uploaded yet)")
-        number = model.latest_version
-    else:
-        number = ref
-    version = session.scalars(
-        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == number)
-    ).one_or_none()
-    if version is None:
-        raise not_found("version", f"{number} of model {model.name}")
-    return version
+    number = version_number(model, v, "model")
+    stmt = select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == number)
+    return one_or_404(session, stmt, "version", f"{number} of model {model.name}")
 
 
 def publish_version(

@@ -13,7 +13,7 @@ from service import jsonbody
 from service.audit.logic import append_event
 from service.db import session_scope
 from service.deps import Context, DbSession, Principal, require
-from service.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, paginate
+from service.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page_of
 from service.registry import lineage, logic, retirement
 from service.registry.download import artifact_response
 from service.registry.schemas import ModelCreate, ModelOut, ModelPatch, RollbackIn, VersionOut
@@ -57,8 +57,7 @@ def list_models(
     session: DbSession, principal: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Any:
     stmt = select(Model).where(Model.tenant_id == principal.tenant_id)
-    rows, next_cursor = paginate(session, stmt, order_by=[Model.name], limit=limit, cursor=cursor)
-    return {"items": [logic.model_out(m) for m in rows], "next_cursor": next_cursor}
+    return page_of(session, stmt, logic.model_out, order_by=[Model.name], limit=limit, cursor=cursor)
 
 
 @router.get("/{name}", response_model=ModelOut, summary="Get a model")
@@ -159,9 +158,12 @@ def list_versions(
 ) -> Any:
     model = logic.get_model(session, principal.tenant_id, name)
     stmt = select(ModelVersion).where(ModelVersion.model_id == model.id)
-    rows, next_cursor = paginate(session, stmt, order_by=[ModelVersion.version], limit=limit, cursor=cursor)
-    items = [logic.version_out(v, lineage.training_data(session, v)) for v in rows]
-    return {"items": items, "next_cursor": next_cursor}
+
+    def out(v: ModelVersion) -> dict[str, Any]:
+        return logic.version_out(v, lineage.training_data(session, v))
+
+    order = [ModelVersion.version]
+    return page_of(session, stmt, out, order_by=order, limit=limit, cursor=cursor)
 
 
 @router.get("/{name}/versions/{v}", response_model=VersionOut, summary="Get a version (int or 'latest')")

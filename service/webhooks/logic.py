@@ -16,7 +16,8 @@ from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.db import utcnow
 from service.deps import Principal
-from service.errors import Problem, conflict, not_found, unprocessable
+from service.errors import Problem, conflict, unprocessable
+from service.lookup import one_or_404
 from service.pagination import paginate
 from service.registry.logic import get_model
 from service.tables import Model, Webhook, WebhookDelivery, new_id
@@ -71,12 +72,8 @@ def _model_name(db: Session, model_id: str | None) -> str | None:
 
 
 def _get(db: Session, tenant_id: str, webhook_id: str) -> Webhook:
-    hook = db.scalars(
-        select(Webhook).where(Webhook.id == webhook_id, Webhook.tenant_id == tenant_id)
-    ).one_or_none()
-    if hook is None:
-        raise not_found("webhook", webhook_id)
-    return hook
+    stmt = select(Webhook).where(Webhook.id == webhook_id, Webhook.tenant_id == tenant_id)
+    return one_or_404(db, stmt, "webhook", webhook_id)
 
 
 def check_destination(ctx: ServiceContext, url: str) -> None:
@@ -193,12 +190,7 @@ def _delivery(
     stmt = select(WebhookDelivery).where(
         WebhookDelivery.id == delivery_id, WebhookDelivery.webhook_id == hook.id
     )
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
-    found = db.scalars(stmt).one_or_none()
-    if found is None:
-        raise not_found("delivery", delivery_id)
-    return found
+    return one_or_404(db, stmt, "delivery", delivery_id, lock=lock)
 
 
 def get_delivery(db: Session, principal: Principal, webhook_id: str, delivery_id: str) -> dict[str, Any]:
