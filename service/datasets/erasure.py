@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets import index, shards
-from service.datasets.ids import SampleId, from_text, to_texts
+from service.datasets.ids import SampleId
 from service.datasets.records import add_version, get_version_by_id, shards_of
+from service.datasets.selection import id_positions
 from service.datasets.states import VersionSource, VersionStatus
 from service.db import session_scope, utcnow
-from service.errors import conflict, unprocessable
+from service.errors import conflict
 from service.privacy import keyed_digests
 from service.tables import Dataset, DatasetShard, DatasetVersion
 from unlearning.data import sample_digests
@@ -74,24 +75,14 @@ def _plan(session: Session, dataset_version_id: str, sample_ids: Sequence[Sample
     dataset, source = get_version_by_id(session, dataset_version_id)
     if source.status != VersionStatus.READY:
         raise _not_ready(dataset, source)
-    texts = to_texts(source.sample_id_kind, sample_ids)
-    if not texts:
-        raise unprocessable("no sample ids to erase")
-    found = index.positions(session, source.id, texts)
-    missing = [t for t in texts if t not in found]
-    if missing:
-        shown = [from_text(source.sample_id_kind, t) for t in missing[:100]]
-        raise unprocessable(
-            f"{len(missing)} sample id(s) are not in version {source.version} of dataset "
-            f"{dataset.name}: {', '.join(map(repr, shown[:10]))}",
-            missing_sample_ids=shown,
-            n_missing=len(missing),
-        )
+    found = id_positions(
+        session, source, sample_ids, empty="no sample ids to erase", of=f"dataset {dataset.name}"
+    )
     erased = index.rows_by_shard(found.values())
     return _Plan(
         tenant_id=dataset.tenant_id,
         dataset_id=dataset.id,
-        n_erased=len(texts),
+        n_erased=len(found),
         erased=erased,
         old_shards={
             s.shard: shards.StoredShard(s.shard, s.storage_key, s.sha256, s.size_bytes, s.n_samples)

@@ -6,9 +6,11 @@ import re
 from collections.abc import Iterable
 
 from service.datasets.states import SampleIdKind
-from service.errors import unprocessable
+from service.errors import Problem, unprocessable
 
 SampleId = str | int
+# How many ids a 422 about ids a version does not hold lists (``missing_sample_ids``).
+SHOWN_MISSING = 100
 
 _INT = re.compile(r"-?[0-9]{1,19}")
 _INT64 = (-(2**63), 2**63 - 1)
@@ -49,3 +51,15 @@ def to_texts(kind: SampleIdKind | str, values: Iterable[SampleId], *, strict: bo
 
 def from_text(kind: SampleIdKind | str, text: str) -> SampleId:
     return int(text) if kind == SampleIdKind.INT else text
+
+
+def not_held(kind: SampleIdKind | str, missing: list[str], version: int, of: str = "this dataset") -> Problem:
+    """The 422 for ids (index text) that version ``version`` of ``of`` does not hold: the first
+    ones listed (``missing_sample_ids``), all of them counted (``n_missing``)."""
+    shown = [from_text(kind, t) for t in missing[:SHOWN_MISSING]]
+    return unprocessable(
+        f"{len(missing)} sample id(s) are not in version {version} of {of}: "
+        f"{', '.join(map(repr, shown[:10]))}{' ...' if len(missing) > 10 else ''}",
+        missing_sample_ids=shown,
+        n_missing=len(missing),
+    )

@@ -19,7 +19,7 @@ import torch
 
 from service.context import ServiceContext
 from service.datasets import index, shards
-from service.datasets.ids import SampleId, from_text, to_texts
+from service.datasets.ids import SampleId, not_held, to_texts
 from service.datasets.records import get_version_by_id, gone, shards_of
 from service.datasets.states import SampleIdKind, VersionStatus
 from service.db import session_scope
@@ -82,13 +82,7 @@ def read_samples(ctx: ServiceContext, dataset_version_id: str, sample_ids: Seque
     wanted = to_texts(layout.sample_id_kind, sample_ids)
     missing = [t for t in wanted if t not in layout.positions]
     if missing:
-        shown = [from_text(layout.sample_id_kind, t) for t in missing[:100]]
-        raise unprocessable(
-            f"{len(missing)} sample id(s) are not in version {layout.version} of this dataset: "
-            f"{', '.join(map(repr, shown[:10]))}",
-            missing_sample_ids=shown,
-            n_missing=len(missing),
-        )
+        raise not_held(layout.sample_id_kind, missing, layout.version)
     keys = {s.shard: s.key for s in layout.shards}
     parts: list[TensorDict] = []
     where: dict[tuple[int, int], int] = {}  # (shard, row) -> row of the concatenated parts

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.context import ServiceContext
 from service.datasets import index
-from service.datasets.ids import SampleId, from_text, to_texts
+from service.datasets.ids import SampleId, from_text, not_held, to_texts
 from service.datasets.records import get_dataset, get_version, gone
 from service.datasets.states import VersionStatus
 from service.datasets.subjects import SubjectHasher, SubjectId
@@ -19,7 +19,6 @@ from service.lookup import VersionRef
 from service.tables import DatasetShard, DatasetVersion
 
 # How many unknown ids a 422 names (all of them are counted).
-_SHOWN_MISSING = 100
 
 
 @dataclass(frozen=True)
@@ -68,23 +67,23 @@ def _subject_positions(
     return {r.sample_id: (r.shard, r.shard_row) for r in rows}
 
 
-def _id_positions(
-    session: Session, version: DatasetVersion, sample_ids: Sequence[SampleId]
+def id_positions(
+    session: Session,
+    version: DatasetVersion,
+    sample_ids: Sequence[SampleId],
+    *,
+    empty: str = "sample_ids is empty",
+    of: str = "this dataset",
 ) -> dict[str, tuple[int, int]]:
+    """Where each id (as index text) lies in ``version``: 422 ``empty`` for no ids, and a 422
+    listing the ids it does not hold (:func:`~service.datasets.ids.not_held`)."""
     texts = to_texts(version.sample_id_kind, sample_ids)
     if not texts:
-        raise unprocessable("sample_ids is empty")
+        raise unprocessable(empty)
     found = index.positions(session, version.id, texts)
     missing = [t for t in texts if t not in found]
     if missing:
-        shown = [from_text(version.sample_id_kind, t) for t in missing[:_SHOWN_MISSING]]
-        more = f" and {len(missing) - len(shown)} more" if len(missing) > len(shown) else ""
-        raise unprocessable(
-            f"{len(missing)} sample id(s) are not in version {version.version} of this dataset: "
-            f"{', '.join(map(repr, shown[:10]))}{more if len(shown) <= 10 else ' ...'}",
-            missing_sample_ids=shown,
-            n_missing=len(missing),
-        )
+        raise not_held(version.sample_id_kind, missing, version.version, of)
     return found
 
 
@@ -117,7 +116,7 @@ def find_samples(
     if subject is not None:
         found.update(_subject_positions(session, ctx, tenant_id, found_version, dataset.name, subject))
     if sample_ids is not None:
-        found.update(_id_positions(session, found_version, sample_ids))
+        found.update(id_positions(session, found_version, sample_ids))
     ordered = sorted(found.items(), key=lambda item: item[1])
     shard_numbers = sorted({pos[0] for _, pos in ordered})
     stmt = select(DatasetShard.shard, DatasetShard.storage_key).where(
