@@ -32,13 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearning.batching import device_of, iterate_batches
-from unlearning.budgets import output_size
 from unlearning.errors import ParamsError
-from unlearning.losses import lm_targets, logits
+from unlearning.losses import lm_targets
 from unlearning.samples import infer_task, num_samples
 from unlearning.types import Dataset, Task
-from unlearning.verification import mia_auc
+from unlearning.verification import map_batches, mia_auc
 
 DEFAULT_FPRS = (0.01, 0.05)
 # Below this many OUT references per sample, the variance is pooled over samples by default.
@@ -54,7 +52,6 @@ def _logit_conf(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return zy - torch.logsumexp(others, dim=-1)
 
 
-@torch.no_grad()
 def logit_confidence(
     model: nn.Module,
     data: Dataset,
@@ -69,22 +66,16 @@ def logit_confidence(
     loss counts (each token's confidence in the true next token), one value per sequence.
     """
     task = task or infer_task(data)
-    dev = device_of(model, device)
-    was_training = model.training
-    model.eval()
-    out: list[torch.Tensor] = []
-    try:
-        for batch in iterate_batches(data, batch_size, device=dev, num_outputs=output_size(model)):
-            z = logits(model, batch)
-            if task == "classification":
-                out.append(_logit_conf(z, batch["labels"].long()).cpu())
-            else:
-                targets, valid = lm_targets(batch)
-                conf = _logit_conf(z[:, :-1], targets.long())
-                v = valid.to(conf.dtype)
-                out.append(((conf * v).sum(1) / v.sum(1).clamp_min(1.0)).cpu())
-    finally:
-        model.train(was_training)
+
+    def phi(z: torch.Tensor, batch: Dataset) -> torch.Tensor:
+        if task == "classification":
+            return _logit_conf(z, batch["labels"].long())
+        targets, valid = lm_targets(batch)
+        conf = _logit_conf(z[:, :-1], targets.long())
+        v = valid.to(conf.dtype)
+        return (conf * v).sum(1) / v.sum(1).clamp_min(1.0)
+
+    out = map_batches(model, data, phi, device=device, batch_size=batch_size)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 

@@ -49,6 +49,10 @@ class UnlearnReport(Mapping[str, Any]):
     # The positions of the eval set the method saw (anchor) and the metrics use (check); None
     # without an eval set (``holdout.HoldoutSplit.to_dict``).
     eval_split: dict[str, Any] | None = None
+    # The population loss attack read two-sided (``verification.mia_reading``): its AUC, the data
+    # it compares the forget set with, both sizes and the margin those sizes give; None without
+    # unseen data to compare with.
+    mia_two_sided: dict[str, Any] | None = None
     # Warnings on the result, e.g. "mia_over_forgetting" (``verification.mia_flags``).
     flags: list[str] = field(default_factory=list)
 
@@ -64,7 +68,8 @@ class UnlearnReport(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able dict: the fields above in this order, the method's entries, then
-        ``other_classes_eval`` = {"before", "after"}, ``eval_split`` and ``flags`` when present."""
+        ``other_classes_eval`` = {"before", "after"}, ``eval_split``, ``mia_two_sided`` and ``flags`` when
+        present."""
         out: dict[str, Any] = {
             "method": self.method,
             "params": self.params,
@@ -81,6 +86,8 @@ class UnlearnReport(Mapping[str, Any]):
             out["other_classes_eval"] = self.other_classes_eval.to_dict()
         if self.eval_split is not None:
             out["eval_split"] = self.eval_split
+        if self.mia_two_sided is not None:
+            out["mia_two_sided"] = self.mia_two_sided
         if self.flags:
             out["flags"] = list(self.flags)
         return out

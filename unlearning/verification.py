@@ -4,7 +4,7 @@ and the comparisons with a retrained reference model used in the unlearning lite
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -18,6 +18,32 @@ from unlearning.types import Dataset, Task
 
 
 @torch.no_grad()
+def map_batches(
+    model: nn.Module,
+    data: Dataset,
+    fn: Callable[[torch.Tensor, Dataset], torch.Tensor],
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 1024,
+) -> list[torch.Tensor]:
+    """``fn(logits, batch)`` of every batch, on CPU, model in eval mode (its mode is restored).
+
+    ``batch_size`` is an upper bound: a causal LM's batches shrink to keep their [B, T, V] logits
+    within ``budgets.MAX_LOGIT_ELEMENTS``. The one forward loop of every per-sample measurement
+    (here and ``membership.logit_confidence``).
+    """
+    dev = device_of(model, device)
+    was_training = model.training
+    model.eval()
+    try:
+        return [
+            fn(logits(model, batch), batch).cpu()
+            for batch in iterate_batches(data, batch_size, device=dev, num_outputs=output_size(model))
+        ]
+    finally:
+        model.train(was_training)
+
+
 def per_sample_metrics(
     model: nn.Module,
     data: Dataset,
@@ -26,26 +52,18 @@ def per_sample_metrics(
     device: torch.device | str | None = None,
     batch_size: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(losses [N], accuracies [N]) on CPU, model in eval mode (its mode is restored).
-
-    ``batch_size`` is an upper bound: a causal LM's batches shrink to keep their [B, T, V] logits
-    within ``budgets.MAX_LOGIT_ELEMENTS``.
-    """
+    """(losses [N], accuracies [N]) on CPU, model in eval mode (its mode is restored)."""
     task = task or infer_task(data)
-    dev = device_of(model, device)
-    was_training = model.training
-    model.eval()
-    losses, correct = [], []
-    try:
-        for batch in iterate_batches(data, batch_size, device=dev, num_outputs=output_size(model)):
-            z = logits(model, batch)
-            losses.append(loss_from_logits(z, batch, task).float().cpu())
-            correct.append(correct_from_logits(z, batch, task).float().cpu())
-    finally:
-        model.train(was_training)
-    if not losses:
+
+    def both(z: torch.Tensor, batch: Dataset) -> torch.Tensor:
+        loss = loss_from_logits(z, batch, task).float()
+        return torch.stack([loss, correct_from_logits(z, batch, task).float()])
+
+    parts = map_batches(model, data, both, device=device, batch_size=batch_size)
+    if not parts:
         return torch.zeros(0), torch.zeros(0)
-    return torch.cat(losses), torch.cat(correct)
+    out = torch.cat(parts, dim=1)
+    return out[0], out[1]
 
 
 def per_sample_losses(
@@ -105,6 +123,26 @@ def mia_auc_margin(n_forget: int, n_unseen: int, floor: float = 0.05) -> float:
         return float("inf")
     se = ((n_forget + n_unseen + 1) / (12.0 * n_forget * n_unseen)) ** 0.5
     return max(floor, 2.0 * se)
+
+
+def mia_reading(
+    auc: float, n_forget: int, n_unseen: int, against: str, floor: float = 0.05
+) -> dict[str, Any]:
+    """The two-sided reading as a record: what an acceptance check (or a person) needs to redo it.
+
+    ``reading`` is "over_forgetting" (AUC < 0.5 − margin), "exposed" (AUC > 0.5 + margin) or
+    "indistinguishable"; ``against`` names the unseen data the forget set was compared with.
+    """
+    flags = mia_flags(auc, n_forget, n_unseen, floor)
+    reading = flags[0].removeprefix("mia_") if flags else "indistinguishable"
+    return {
+        "auc": auc,
+        "against": against,
+        "n_forget": int(n_forget),
+        "n_unseen": int(n_unseen),
+        "margin": mia_auc_margin(n_forget, n_unseen, floor),
+        "reading": reading,
+    }
 
 
 def mia_flags(auc: float, n_forget: int, n_unseen: int, floor: float = 0.05) -> list[str]:

@@ -76,10 +76,9 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
                 claim.params,
                 eval=inputs.eval,
                 retain=inputs.retain,
-                # The policy's margins are fixed (0.05), not sized to the eval set: on halves of
-                # small eval sets (digits: 180 samples) they refused jobs on noise alone, so the
-                # service measures on the whole eval set until the margins account for sample size.
-                eval_split=False,
+                # The eval set is split (the engine's default): the method anchors and stops on one
+                # half, the report (what the policy grades) is measured on the other, and the
+                # policy's margins are sized to the check half and the forget set.
                 device=ctx.settings.device,
                 seed=claim.seed,
                 progress=live.progress,

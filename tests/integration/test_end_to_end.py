@@ -94,8 +94,17 @@ def check_flow_on(
     before, after = job["metrics"]["before"], job["metrics"]["after"]
     assert before["forget_accuracy"] == pytest.approx(1.0)
     # Forgotten: the forget samples are recognised no better than unseen data; utility held.
-    assert after["forget_accuracy"] <= after["eval_accuracy"] + 0.05
-    assert after["forget_accuracy"] < before["forget_accuracy"]
+    # The policy graded the eval set's check half, which the method (anchored and stopped on the
+    # other half) never saw, with margins sized to both sizes.
+    forgetting = job["metrics"]["policy"]["checks"]["forgetting"]
+    split = job["metrics"]["eval_split"]
+    assert set(split["anchor_indices"]).isdisjoint(split["check_indices"])
+    assert forgetting["n_eval"] == split["n_check"] and forgetting["n_forget"] == 40
+    assert after["forget_accuracy"] <= after["eval_accuracy"] + forgetting["forget_accuracy_margin"]
+    # Either the method moved the forget samples, or it found them already looking unseen (this
+    # MLP generalises: 40 samples of one class score like held-out ones) and said so.
+    moved = after["forget_accuracy"] < before["forget_accuracy"]
+    assert moved or (job["metrics"]["stop_reason"] == "already_unseen" and job["metrics"]["steps"] == 0)
     assert before["eval_accuracy"] - after["eval_accuracy"] <= 0.05
 
     # The worker purges the forget sets just after the commit that made the job succeeded (the

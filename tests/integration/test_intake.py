@@ -176,7 +176,7 @@ def test_accepted_request_reads_and_batches(api_digits: ApiClient, digits: Digit
     )
     assert r2.json()["job_id"] == body["job_id"], "same method/params/policy joins the open batch"
     r3 = api.post(URL, json={"samples": {"inputs": digits.x_train[5:7].tolist(),
-                                         "labels": digits.y_train[5:7].tolist()}, "method": "ga"})  # fmt: skip
+                                         "labels": digits.y_train[5:7].tolist()}, "method": "imu"})  # fmt: skip
     assert r3.status_code == 202 and r3.json()["job_id"] != body["job_id"], "other settings, other job"
 
     job = api.get(f"/v1/jobs/{body['job_id']}").json()
@@ -274,7 +274,7 @@ def test_cancel_running_job_and_finished_job(make_stack, digits: Digits) -> None
         "preset": "official", "epochs": 1000, "batch_size": 1, "lr": 1e-5, "top_fraction": 1.0,
         "cache_features": False,
     }  # fmt: skip
-    r = stack.submit("digits", samples=digits.samples(slice(0, 40)), params=slow)
+    r = stack.submit("digits", samples=digits.samples(slice(0, 40)), method="imu", params=slow)
     job_id = r.json()["job_id"]
     stack.wait_job(job_id, timeout=90, until=lambda j: j["status"] == "running" and j["progress"] > 0.1)
     c = stack.api.post(f"/v1/jobs/{job_id}/cancel")

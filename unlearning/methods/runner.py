@@ -40,7 +40,7 @@ from unlearning.verification import (
     evaluate,
     measure,
     mia_auc,
-    mia_flags,
+    mia_reading,
     param_l2_change,
     per_sample_losses,
 )
@@ -156,13 +156,19 @@ def unlearn(
         after_others = evaluate(new, others, task=task, device=dev) if others is not None else None
         # Forget vs unseen data of the same kind: in the class scope that is the forgotten classes'
         # eval samples (the other classes' would make any forgetting look like over-forgetting).
-        flags: list[str] = []
-        if class_scope and gone is not None:
+        reading: dict[str, Any] | None = None
+        if class_scope and gone is not None and num_samples(gone) > 0:
             fl = per_sample_losses(new, forget, task=task, device=dev)
             gl = per_sample_losses(new, gone, task=task, device=dev)
-            flags = mia_flags(mia_auc(fl, gl), fl.numel(), gl.numel())
+            reading = mia_reading(mia_auc(fl, gl), fl.numel(), gl.numel(), "forgotten_classes_eval")
         elif not class_scope and check_eval is not None and "mia_auc" in after:
-            flags = mia_flags(after["mia_auc"], num_samples(forget), num_samples(check_eval))
+            against = "eval_check_half" if split is not None else "eval"
+            reading = mia_reading(after["mia_auc"], num_samples(forget), num_samples(check_eval), against)
+        flags = (
+            []
+            if reading is None or reading["reading"] == "indistinguishable"
+            else [f"mia_{reading['reading']}"]
+        )
     new = new.cpu().eval()
     report = UnlearnReport(
         method=method,
@@ -181,6 +187,7 @@ def unlearn(
             else None
         ),
         eval_split=split.to_dict() if split is not None else None,
+        mia_two_sided=reading,
         flags=flags,
     )
     prog("done", 1.0)
