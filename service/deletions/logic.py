@@ -205,12 +205,11 @@ def _join_or_create_job(
     settings: Settings,
     model: Model,
     tenant_id: str,
-    method: str,
-    params: dict[str, Any],
-    policy: dict[str, Any],
+    run: tuple[str, dict[str, Any], dict[str, Any]],
     n: int,
-    method_reason: str | None = None,
+    method_reason: str | None,
 ) -> tuple[str, bool]:
+    method, params, policy = run
     # The batch an earlier intake of this transaction joined or created is tried first: a group
     # commit of intakes to one model then asks for the open batch once, not once per request.
     joined = _held(session).setdefault(("jobs", model.id, method), [])
@@ -384,7 +383,7 @@ def queue_job(
         db.flush()  # this transaction's requests too (a group commit defers their flush)
         check_backlog(db, settings, tenant_id, n)  # counts again; the 429 is its answer
     held[backlog] += n
-    return _join_or_create_job(db, settings, model, tenant_id, method, params, policy, n, method_reason)
+    return _join_or_create_job(db, settings, model, tenant_id, (method, params, policy), n, method_reason)
 
 
 def audit(
@@ -587,19 +586,29 @@ def submit(
     if idem is not None and (replayed := replay(ctx, idem)) is not None:
         return replayed
     p = prepare(ctx, principal, model_name, intake)
+    return write_once(
+        ctx, idem, _keys([p]), one_request(ctx, p.model.name, lambda db: record(ctx, db, principal, p))
+    )
+
+
+def one_request(
+    ctx: ServiceContext, model_name: str, record_one: Callable[[Session], DeletionRequest]
+) -> Callable[[Session], Callable[[Session], Answer]]:
+    """The write of one request for :func:`write_once`: record it, then (once its rows are flushed)
+    answer with it and its Location."""
 
     def write(db: Session) -> Callable[[Session], Answer]:
-        req = record(ctx, db, principal, p)
+        req = record_one(db)
 
         def answer(_db: Session) -> Answer:
-            body = to_out(ctx, req, p.model.name).model_dump(mode="json")
+            body = to_out(ctx, req, model_name).model_dump(mode="json")
             # Already erased: done now (200), not accepted for later (202).
             status = 200 if req.status == RequestStatus.COMPLETED else 202
             return Answer(status, body, {"Location": f"/v1/deletion-requests/{req.id}"})
 
         return answer
 
-    return write_once(ctx, idem, _keys([p]), write)
+    return write
 
 
 def submit_bulk(

@@ -12,7 +12,6 @@ racing retries, or a retry and the purge of its forget set, exactly one wins.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +28,11 @@ from service.deletions.logic import (
     Answer,
     Intake,
     audit,
+    one_request,
     queue_job,
     replay,
     resolve_policy,
     resolve_run,
-    to_out,
     validate_forget_set,
     write_once,
 )
@@ -285,14 +284,5 @@ def retry(
     if idem is not None and (replayed := replay(ctx, idem)) is not None:
         return replayed
     p = plan(ctx, principal, request_id, body)
-
-    def write(db: Session) -> Callable[[Session], Answer]:
-        req = record(ctx, db, principal, p)
-
-        def answer(_db: Session) -> Answer:
-            body = to_out(ctx, req, p.model.name).model_dump(mode="json")
-            return Answer(202, body, {"Location": f"/v1/deletion-requests/{req.id}"})
-
-        return answer
-
+    write = one_request(ctx, p.model.name, lambda db: record(ctx, db, principal, p))
     return write_once(ctx, idem, [p.stored.key] if p.stored is not None else [], write)

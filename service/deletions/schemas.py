@@ -32,6 +32,18 @@ def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
+class RunSettings(BaseModel):
+    """What a job runs with, as a request may ask: method, params and acceptance policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str | None = Field(None, max_length=64)
+    params: dict[str, Any] | None = None
+    policy: AcceptancePolicy | None = None
+
+    _params_depth = field_validator("params")(_shallow)
+
+
 class DeletionRequestIn(BaseModel):
     """The JSON form of ``POST /v1/models/{name}/deletion-requests``.
 
@@ -87,20 +99,12 @@ class DeletionRequestOut(BaseModel):
     finished_at: datetime | None
 
 
-class RetryIn(BaseModel):
+class RetryIn(RunSettings):
     """``POST /v1/deletion-requests/{id}/retry``: what to change for the new run (all optional).
 
     ``method`` and ``params`` as at intake (params refine the method's defaults; omitted, the
     request's own, or the new method's defaults); ``policy`` refines the request's policy.
     """
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: str | None = Field(None, max_length=64)
-    params: dict[str, Any] | None = None
-    policy: AcceptancePolicy | None = None
-
-    _params_depth = field_validator("params")(_shallow)
 
 
 class DeletionRequestPage(BaseModel):
@@ -125,20 +129,13 @@ class BulkItem(BaseModel):
     subject: str | None = Field(None, max_length=400)
 
 
-class BulkDeletionIn(BaseModel):
+class BulkDeletionIn(RunSettings):
     """``POST /v1/models/{name}/deletion-requests/bulk``: many requests, one transaction.
 
     Method, params and policy apply to every item, so the requests batch into one job.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     requests: list[BulkItem] = Field(min_length=1)
-    method: str | None = Field(None, max_length=64)
-    params: dict[str, Any] | None = None
-    policy: AcceptancePolicy | None = None
-
-    _params_depth = field_validator("params")(_shallow)
 
 
 class BulkDeletionOut(BaseModel):
