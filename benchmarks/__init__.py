@@ -6,8 +6,16 @@ Both write JSON under ``benchmarks/results/``, a plot beside it, and their own s
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
 import re
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -46,3 +54,52 @@ def fmt_mean_std(values: list[float], digits: int = 3) -> str:
     if len(vals) == 1:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {statistics.pstdev(vals):.{digits}f}"
+
+
+def output_args(parser: argparse.ArgumentParser, *, render: str | None = None) -> None:
+    """``--out-dir`` and ``--results-md``; with ``render`` (its help), ``--render JSON`` too."""
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
+    if render is not None:
+        parser.add_argument("--render", type=Path, default=None, help=render)
+
+
+def run_meta(module: str, argv: list[str] | None, started: float | None = None) -> dict[str, Any]:
+    """What every result records: the command that made it, torch's version, when, and (given
+    the ``time.perf_counter()`` it started at) how long it took."""
+    import torch
+
+    meta: dict[str, Any] = {
+        "command": " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)]),
+        "torch": torch.__version__,
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    if started is not None:
+        meta["total_s"] = time.perf_counter() - started
+    return meta
+
+
+def host_meta(loadavg_start: float) -> dict[str, Any]:
+    """The machine the service benchmarks ran on, and how busy it was at the start and the end."""
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg_start": loadavg_start,
+        "loadavg_end": os.getloadavg()[0],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def save_json(out_dir: Path, name: str, result: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure (tight layout, 120 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -37,13 +37,11 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +49,14 @@ import httpx
 import numpy as np
 import torch
 
-from benchmarks import RESULTS_DIR, RESULTS_MD, write_section
-from benchmarks.service import ADMIN_KEY, Service, backend_urls, client_for, postgres_available
-from service.settings import Settings
+from benchmarks import host_meta, output_args, run_meta, save_json, write_section
+from benchmarks.service import (
+    Service,
+    backend_urls,
+    bench_settings,
+    client_for,
+    postgres_available,
+)
 from unlearning import build_model, state_dict_bytes
 from unlearning.training import train
 
@@ -290,14 +293,7 @@ def run_backend(
         backend_urls(backend, redis_db) as (db_url, broker_url),
     ):
         workdir = Path(tmp)
-        settings = Settings(
-            data_dir=workdir / "var",
-            database_url=db_url,
-            broker_url=broker_url,
-            admin_key=ADMIN_KEY,
-            log_level="WARNING",
-            torch_threads=1,
-        )
+        settings = bench_settings(workdir, db_url, broker_url)
         service = Service(settings, workdir)
         try:
             service.start_api()
@@ -435,11 +431,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reps", type=int, default=2, help="erasures (a new subject each) and retrainings")
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--redis-db", type=int, default=9)
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
-    parser.add_argument(
-        "--render", type=Path, default=None, help="measure nothing: the section from this JSON"
-    )
+    output_args(parser, render="measure nothing: the section from this JSON")
     args = parser.parse_args(argv)
     if args.render is not None:
         rendered: dict[str, Any] = json.loads(args.render.read_text())
@@ -455,23 +447,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     backends = {b: run_backend(b, data, models, args.reps, args.redis_db) for b in args.backends}
     result = {
         "meta": {
-            "command": " ".join(["python -m benchmarks.erasure", *(sys.argv[1:] if argv is None else argv)]),
+            **run_meta("benchmarks.erasure", argv, started),
             "samples": args.samples,
             "reps": args.reps,
-            "cpus": os.cpu_count(),
-            "loadavg_start": loadavg_start,
-            "loadavg_end": os.getloadavg()[0],
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "total_s": time.perf_counter() - started,
+            **host_meta(loadavg_start),
             "models": {n: {k: v for k, v in m.items() if k != "checkpoint"} for n, m in models.items()},
         },
         "backends": backends,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "service_erasure.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_json(args.out_dir, "service_erasure.json", result)
     write_section(args.results_md, "service-erasure", markdown(result))
     print(markdown(result))
     return result

@@ -46,11 +46,9 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks import RESULTS_DIR, RESULTS_MD, fmt_mean_std, write_section
+from benchmarks import fmt_mean_std, output_args, run_meta, save_figure, save_json, write_section
 from unlearning import ParamsError, build_model, builtin_data, get_method, list_methods, unlearn
 from unlearning.holdout import split_holdout
 from unlearning.membership import lira_scores, logit_confidence, reference_confidences, tpr_at_fpr
@@ -642,10 +640,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=4)
     axes[1][0].legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -656,14 +651,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small models: 1 is fastest)")
     parser.add_argument("--references", type=int, default=None, help="LiRA reference models (default 8)")
     parser.add_argument("--no-variants", action="store_true", help="only the methods' defaults")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
-    parser.add_argument(
-        "--render",
-        type=Path,
-        default=None,
-        help="only re-render RESULTS.md and the plot from a saved quality.json",
-    )
+    output_args(parser, render="only re-render RESULTS.md and the plot from a saved quality.json")
     args = parser.parse_args(argv)
     if args.render is not None:
         saved: dict[str, Any] = json.loads(args.render.read_text())
@@ -699,14 +687,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = method_rows(include_variants)
     result: dict[str, Any] = {
         "meta": {
-            "command": " ".join(["python -m benchmarks.quality", *(sys.argv[1:] if argv is None else argv)]),
+            **run_meta("benchmarks.quality", argv, started),
             "quick": args.quick,
             "seeds": seeds,
             "threads": args.threads,
             "references": n_refs,
-            "torch": torch.__version__,
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "total_s": time.perf_counter() - started,
             "methods": {k: {"method": m, "params": p} for k, (m, p) in rows.items()},
             "variants": [k for k in rows if k in VARIANTS],
             "row_order": row_order(runs),
@@ -716,8 +701,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": check_targets(summary),
         "runs": runs,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_json(args.out_dir, "quality.json", result)
     plot(result, args.out_dir / "quality.png")
     write_section(args.results_md, "quality", markdown(result))
     for t in result["targets"]:

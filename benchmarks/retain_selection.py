@@ -31,17 +31,15 @@ import copy
 import itertools
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
 from torch import nn
 
-from benchmarks import RESULTS_DIR
+from benchmarks import RESULTS_DIR, run_meta
 from benchmarks.quality import Setting, _fit, _split_half, evaluate_model, full_settings, quick_settings
 from unlearning import builtin_data, unlearn
 from unlearning.verification import gap_to_reference
@@ -321,15 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     selection = select_default(summary, candidates)
     result = {
         "meta": {
-            "command": " ".join(
-                ["python -m benchmarks.retain_selection", *(sys.argv[1:] if argv is None else argv)]
-            ),
+            **run_meta("benchmarks.retain_selection", argv, started),
             "seeds": seeds,
             "tuned_on_seed": seeds[0],
             "threads": args.threads,
-            "torch": torch.__version__,
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "total_s": time.perf_counter() - started,
             "grids": {k: c.grid for k, c in candidates.items()},
             "min_speedup": MIN_SPEEDUP,
             "max_gap_points": MAX_GAP_POINTS,

@@ -53,7 +53,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -65,14 +64,22 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import torch
 
-from benchmarks import RESULTS_DIR, RESULTS_MD, loadgen, pyspy_summary, write_section
+from benchmarks import (
+    host_meta,
+    loadgen,
+    output_args,
+    pyspy_summary,
+    run_meta,
+    save_json,
+    write_section,
+)
 from service.settings import Settings
 
 # The integration tests' helpers: the same process environment, worker handling and requests as
@@ -188,6 +195,19 @@ def backend_urls(backend: str, redis_db: int) -> Iterator[tuple[str, str]]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def bench_settings(workdir: Path, db_url: str, broker_url: str) -> Settings:
+    """The service's settings in a benchmark: its data under ``workdir``, the backend's URLs (""
+    for the embedded defaults), the benchmark's admin key, quiet logs, one torch thread."""
+    return Settings(
+        data_dir=workdir / "var",
+        database_url=db_url,
+        broker_url=broker_url,
+        admin_key=ADMIN_KEY,
+        log_level="WARNING",
+        torch_threads=1,
+    )
 
 
 def extract_code(ref: str, into: Path) -> str:
@@ -607,14 +627,7 @@ def run_backend(
             db_url, broker_url = stack.enter_context(backend_urls(backend, args.redis_db - k))
             workdir = tmp / cfg.key
             workdir.mkdir()
-            settings = Settings(
-                data_dir=workdir / "var",
-                database_url=db_url,
-                broker_url=broker_url,
-                admin_key=ADMIN_KEY,
-                log_level="WARNING",
-                torch_threads=1,
-            )
+            settings = bench_settings(workdir, db_url, broker_url)
             service = Service(settings, workdir, code=cfg.code)
             stack.callback(service.stop)  # before its database is dropped (the stack unwinds LIFO)
             t0 = time.perf_counter()
@@ -1136,11 +1149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 20 requests, 8 connections, 1 round, embedded only"
     )
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
-    parser.add_argument(
-        "--render", type=Path, default=None, help="measure nothing: write the section from this service.json"
-    )
+    output_args(parser, render="measure nothing: write the section from this service.json")
     args = parser.parse_args(argv)
 
     if args.render is not None:
@@ -1182,7 +1191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         backends = {b: run_backend(b, digits, args, configs) for b in args.backends}
     result: dict[str, Any] = {
         "meta": {
-            "command": " ".join(["python -m benchmarks.service", *(sys.argv[1:] if argv is None else argv)]),
+            **run_meta("benchmarks.service", argv, started),
             "quick": args.quick,
             "requests": args.requests,
             "concurrency": args.concurrency,
@@ -1192,21 +1201,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "reps": args.reps,
             "scenarios": args.scenarios,
             "skipped": skipped,
-            "cpus": os.cpu_count(),
-            "loadavg_start": loadavg_start,
-            "loadavg_end": os.getloadavg()[0],
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "total_s": time.perf_counter() - started,
+            **host_meta(loadavg_start),
             "digits": {"train_accuracy": digits.train_accuracy, "eval_accuracy": digits.eval_accuracy},
         },
         "backends": backends,
     }
     result["targets"] = evaluate_targets(result)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "service.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_json(args.out_dir, "service.json", result)
     write_section(args.results_md, "service", markdown(result))
     print(markdown(result))
     return result

@@ -23,21 +23,18 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import json
 import multiprocessing as mp
 import os
 import platform
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks import RESULTS_DIR, RESULTS_MD, write_section
+from benchmarks import output_args, run_meta, save_figure, save_json, write_section
 
 # name → (architecture spec, per-sample input shape, non-final target for the torch.func path)
 MODELS: dict[str, tuple[dict[str, Any], tuple[int, ...], str]] = {
@@ -290,6 +287,11 @@ def _x(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}×"
 
 
+def _loop(s: dict[str, Any], target: str) -> str:
+    """The loop's time for ``target`` ("head" or "nonfinal"), marked where it was extrapolated."""
+    return _f(s[f"loop_{target}_s"]) + (" *(extrapolated)*" if s[f"loop_{target}_extrapolated"] else "")
+
+
 def markdown(result: dict[str, Any]) -> str:
     meta = result["meta"]
     lines = [
@@ -314,13 +316,14 @@ def markdown(result: dict[str, Any]) -> str:
         "| speed-up closed form | speed-up func | peak MiB closed / func / loop |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    footnote = False
-    for s in result["summary"]:
-        mem = s["peak_mem_mb"]
-        loop = _f(s["loop_head_s"])
-        if s["loop_head_extrapolated"]:
-            loop += " *(extrapolated)*"
-            footnote = True
+    summary = result["summary"]
+    # The footnote on extrapolated loop times, if any row has one.
+    footnote = any(
+        s["loop_head_extrapolated"] or (s["func_nonfinal_s"] is not None and s["loop_nonfinal_extrapolated"])
+        for s in summary
+    )
+    for s in summary:
+        mem, loop = s["peak_mem_mb"], _loop(s, "head")
         lines.append(
             f"| {s['model']} | {s['n']} | {_f(s['forward_s'])} | {_f(s['closed_form_s'])} | "
             f"{_f(s['closed_form_forward_units'], 2)} | {_f(s['func_head_s'])} | {loop} | "
@@ -335,14 +338,10 @@ def markdown(result: dict[str, Any]) -> str:
         "| model | target | n | torch.func | loop (bs 1) | speed-up | peak MiB func / loop |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
-    for s in result["summary"]:
+    for s in summary:
         if s["func_nonfinal_s"] is None:
             continue
-        mem = s["peak_mem_mb"]
-        loop = _f(s["loop_nonfinal_s"])
-        if s["loop_nonfinal_extrapolated"]:
-            loop += " *(extrapolated)*"
-            footnote = True
+        mem, loop = s["peak_mem_mb"], _loop(s, "nonfinal")
         lines.append(
             f"| {s['model']} | `{s['nonfinal_target']}` | {s['n']} | {_f(s['func_nonfinal_s'])} | {loop} | "
             f"{_x(s['speedup_func_nonfinal'])} | {_f(mem.get('func:nonfinal'), 0)} / "
@@ -416,10 +415,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"IMU influence stage on {result['meta']['device_name']}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -438,8 +434,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--resnet-size", type=int, default=32, help="side of ResNet-18's random 3×S×S inputs (default 32)"
     )
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
+    output_args(parser)
     args = parser.parse_args(argv)
 
     device = args.device
@@ -467,13 +462,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     result = {
         "meta": {
+            **run_meta("benchmarks.speed", argv),
             "device": dev_kind,
             "device_name": device_name,
-            "torch": torch.__version__,
             "threads": args.threads,
-            "command": " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)]),
             "quick": args.quick,
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "batch_size": BATCH_SIZE,
             "chunk_size": CHUNK_SIZE,
             "loop_subset": loop_subset,
@@ -484,8 +477,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "targets": check_targets(summary),
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"speed_{dev_kind}.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_json(args.out_dir, f"speed_{dev_kind}.json", result)
     plot(result, args.out_dir / f"speed_{dev_kind}.png")
     write_section(args.results_md, f"speed-{dev_kind}", markdown(result))
     for t in result["targets"]:
