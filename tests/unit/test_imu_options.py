@@ -147,9 +147,14 @@ def test_schedule_params() -> None:
     from unlearning.methods.imu import IMUParams
 
     assert IMUParams(preset="official").step_schedule == "constant"
-    # the anchored default halves the rate at a guard trip and never grows it above lr
+    from unlearning.methods.ascent.params import OBJECTIVE_DEFAULTS
+
+    # the anchored default halves the rate at a guard trip and never grows it above lr: its lr is
+    # the objective's (None until resolved) and max_lr sits at or below every objective's lr
     anchored = IMUParams()
-    assert (anchored.step_schedule, anchored.max_lr) == ("adaptive", anchored.lr)
+    assert (anchored.step_schedule, anchored.lr) == ("adaptive", None)
+    assert anchored.max_lr is not None
+    assert anchored.max_lr <= min(d["lr"] for d in OBJECTIVE_DEFAULTS.values())
     p = IMUParams(preset="adaptive")
     assert (p.step_schedule, p.lr, p.max_lr, p.min_lr) == ("adaptive", 0.005, 0.08, 0.0025)
     assert IMUParams(preset="adaptive", step_schedule="constant").step_schedule == "constant"

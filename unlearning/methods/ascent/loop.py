@@ -76,6 +76,7 @@ class AscentLoop:
             anchor=self.plan.anchor is not None,
             anchor_weight=self.plan.anchor_weight,
             anchor_batch_size=p.anchor_batch_size or self.plan.batch_size,
+            anchor_mixup=self.plan.anchor_mixup,
         )
 
     def _prepare(self, theta: list[torch.nn.Parameter]) -> None:
@@ -124,15 +125,15 @@ class AscentLoop:
         n_theta = sum(p.numel() for p in theta)
         self.l1_coef = params.alpha if params.alpha_mode == "sum" else params.alpha / n_theta
         self.opt: torch.optim.Optimizer = (
-            torch.optim.Adam(theta, lr=params.lr, weight_decay=params.weight_decay)
+            torch.optim.Adam(theta, lr=plan.lr, weight_decay=params.weight_decay)
             if params.optimizer == "adam"
             else torch.optim.SGD(
-                theta, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
+                theta, lr=plan.lr, momentum=params.momentum, weight_decay=params.weight_decay
             )
         )
         # The adaptive schedule decides the rate at every check, so it needs checks (a stopping rule).
         self.schedule: StepSchedule = (
-            AdaptiveSchedule(params)
+            AdaptiveSchedule(params, plan.lr)
             if params.step_schedule == "adaptive" and plan.mode is not None
             else ConstantSchedule(self.opt, params.milestones, params.gamma)
         )
@@ -336,6 +337,7 @@ class AscentLoop:
             out["forget_accuracy_target"] = params.forget_accuracy_target
         out.update(self.objective.describe())
         out["batch_size"] = plan.batch_size
+        out["lr"] = plan.lr
         out["optimizer"] = params.optimizer
         out["bn_mode"] = params.bn_mode
         out["features_cached"] = self.features_cached

@@ -23,6 +23,7 @@ data): it keeps the model's function where the forget term should not reach.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,11 +196,12 @@ class KLAnchor(Objective):
 
     name = "kl_anchor"
 
-    def __init__(self, weight: float, batch_size: int) -> None:
-        self.weight, self.batch_size = weight, batch_size
+    def __init__(self, weight: float, batch_size: int, mixup: bool = False) -> None:
+        self.weight, self.batch_size, self.mixup = weight, batch_size, mixup
         self.data: Dataset | None = None
         self.teacher: torch.Tensor | None = None  # cached log-probs [M, C] or [M, T-1, V]
         self.frozen: nn.Module | None = None
+        self.mixing = False  # mixup asked for and possible (float classification inputs)
         self.order = torch.zeros(0, dtype=torch.long)
         self.pos = 0
 
@@ -218,9 +220,12 @@ class KLAnchor(Objective):
                     for b in iterate_batches(data.anchor, 1024, device=data.device, num_outputs=outputs)
                 ]
             self.teacher = torch.cat(parts)
-        else:
-            import copy
-
+        inputs = data.anchor.get("inputs")
+        self.mixing = (
+            self.mixup and data.task == "classification" and inputs is not None and inputs.is_floating_point()
+        )
+        if self.teacher is None or self.mixing:
+            # Mixed samples are new points every step: their teacher is the original run live.
             self.frozen = copy.deepcopy(data.net).requires_grad_(False)
         return {}
 
@@ -256,12 +261,27 @@ class KLAnchor(Objective):
             _, valid = lm_targets(anchor)
             valid = valid.to(kl.dtype)
             kl = (kl * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+        elif self.mixing:
+            kl = torch.cat([kl, self._mixed_kl(net, anchor["inputs"])])
         return self.weight * kl.mean()
+
+    def _mixed_kl(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """KL(original ‖ current) [B] on λ·x + (1−λ)·x[π], one λ ~ U(0, 1) and pairing π per sample."""
+        assert self.frozen is not None
+        b = x.shape[0]
+        lam = torch.rand((b,) + (1,) * (x.dim() - 1), generator=self.generator)
+        perm = torch.randperm(b, generator=self.generator).to(x.device)
+        mixed = {"inputs": lam.to(x.device, x.dtype) * x + (1 - lam.to(x.device, x.dtype)) * x[perm]}
+        with torch.no_grad():
+            teacher = _log_probs(logits(self.frozen, mixed))
+        student = _log_probs(logits(net, mixed))
+        return (teacher.exp() * (teacher - student)).sum(-1)
 
     def describe(self) -> dict[str, Any]:
         return {
             "anchor": "kl",
             "anchor_weight": self.weight,
+            "anchor_mixup": self.mixing,
             "n_anchor": num_samples(self.data) if self.data is not None else 0,
         }
 
@@ -302,6 +322,7 @@ def build_objective(
     anchor: bool,
     anchor_weight: float,
     anchor_batch_size: int,
+    anchor_mixup: bool = False,
 ) -> Objective:
     """The objective of resolved params: the forget term ``name``, plus the KL anchor when on."""
     forget: Objective
@@ -313,4 +334,4 @@ def build_objective(
         forget = WeightedAscent()
     if not anchor:
         return forget
-    return Combined([forget, KLAnchor(anchor_weight, anchor_batch_size)])
+    return Combined([forget, KLAnchor(anchor_weight, anchor_batch_size, anchor_mixup)])

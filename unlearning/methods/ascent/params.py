@@ -48,7 +48,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "anchor_weight": None,
         "anchor_batch_size": 256,
         "optimizer": "adam",
-        "lr": 1e-3,
+        # None: by objective (OBJECTIVE_DEFAULTS); max_lr below the resolved lr counts as lr.
+        "lr": None,
+        # None: by objective (OBJECTIVE_DEFAULTS): mixed pairs of anchor samples join the KL term.
+        "anchor_mixup": None,
         "momentum": 0.0,
         "weight_decay": 0.0,
         "alpha": 0.0,
@@ -75,13 +78,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 # batches and stop at a target; on a classifier a firm anchor (LeNet whole-class: Avg Gap 0.75
 # points with 10, 4.8 with 1), on an LM a light one (a token-level KL is stronger per unit, and
 # each anchor step costs a sequence forward: 10 took 5× the steps of 1 on the Markov task).
+# lr and anchor_mixup where the params leave them None. Loss matching runs to its equilibrium: the
+# mixup-widened anchor kept retain accuracy 0.96 against 0.88 (MNIST-1D 10% random, seed 0: Avg Gap
+# 7.9 -> 5.5 points) and 3e-3 got closer in the same 150 epochs (-> 4.9). NPO with the mixed anchor
+# at weight 10 did not move the forget samples at all (forget accuracy stayed 1.0), and LeNet
+# whole-class tripped the guard at 3e-3: the objectives that stop at a target keep 1e-3, no mixup.
 OBJECTIVE_DEFAULTS: dict[tuple[str, str], dict[str, float]] = {
-    ("match", "classification"): {"batch_size": 512, "anchor_weight": 5.0},
-    ("match", "causal-lm"): {"batch_size": 512, "anchor_weight": 5.0},
-    ("npo", "classification"): {"batch_size": 64, "anchor_weight": 10.0},
-    ("npo", "causal-lm"): {"batch_size": 64, "anchor_weight": 1.0},
-    ("ascent", "classification"): {"batch_size": 64, "anchor_weight": 10.0},
-    ("ascent", "causal-lm"): {"batch_size": 64, "anchor_weight": 1.0},
+    ("match", "classification"): {"batch_size": 512, "anchor_weight": 5.0, "lr": 3e-3, "anchor_mixup": 1},
+    ("match", "causal-lm"): {"batch_size": 512, "anchor_weight": 5.0, "lr": 1e-3, "anchor_mixup": 0},
+    ("npo", "classification"): {"batch_size": 64, "anchor_weight": 10.0, "lr": 1e-3, "anchor_mixup": 0},
+    ("npo", "causal-lm"): {"batch_size": 64, "anchor_weight": 1.0, "lr": 1e-3, "anchor_mixup": 0},
+    ("ascent", "classification"): {"batch_size": 64, "anchor_weight": 10.0, "lr": 1e-3, "anchor_mixup": 0},
+    ("ascent", "causal-lm"): {"batch_size": 64, "anchor_weight": 1.0, "lr": 1e-3, "anchor_mixup": 0},
 }
 
 # What a model retrained without the class scores on it (0.000 on digits, MLP and LeNet, every class).
@@ -104,7 +112,7 @@ class AscentParams(MethodParams):
     alpha: float = Field(0.2, ge=0, le=1e3)
     alpha_mode: Literal["sum", "mean"] = "sum"
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.01, gt=0, le=1e3)
+    lr: float | None = Field(0.01, gt=0, le=1e3)  # None: by objective (OBJECTIVE_DEFAULTS)
     lr_mode: Literal["fixed", "relative"] = "fixed"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
@@ -126,6 +134,11 @@ class AscentParams(MethodParams):
     anchor: Literal["auto", "kl", "none"] = "none"
     anchor_weight: float | None = Field(1.0, ge=0, le=1e4)  # None: by objective (OBJECTIVE_DEFAULTS)
     anchor_batch_size: int | None = Field(None, ge=1, le=1_000_000)  # None: batch_size
+    # Each anchor batch also carries as many convex mixes of its samples (λ ~ U(0, 1)), scored by
+    # the original model: the KL term then holds the function between the held-out points too, not
+    # only at the few hundred of them, which is where memorised training samples lie (MNIST-1D 10%
+    # random, retain accuracy 0.88 -> 0.96). Float inputs only (token ids do not mix).
+    anchor_mixup: bool | None = False  # None: by objective (OBJECTIVE_DEFAULTS)
     early_stop: Literal["auto", "eval_accuracy", "forget_accuracy", "mia"] | None = None
     mia_target: float = Field(0.55, ge=0, le=1)
     # None: CLASS_FORGET_ACCURACY_TARGET with scope "class"; with scope "samples" it has no default

@@ -32,6 +32,8 @@ class CheckPlan:
     anchor: Dataset | None = None  # eval samples of the KL term to the original model (None: no term)
     batch_size: int = 256  # of the forget samples, resolved (OBJECTIVE_DEFAULTS)
     anchor_weight: float = 1.0  # resolved (OBJECTIVE_DEFAULTS)
+    lr: float = 1e-3  # resolved (OBJECTIVE_DEFAULTS)
+    anchor_mixup: bool = False  # resolved (OBJECTIVE_DEFAULTS)
 
 
 def _early_stop_mode(params: AscentParams, eval: Dataset | None, objective: ObjectiveName) -> StopRule | None:
@@ -97,9 +99,13 @@ def resolve_objective(params: AscentParams, task: Task, unseen: Dataset | None) 
 
 
 def _sizes(params: AscentParams, objective: ObjectiveName, task: Task) -> dict[str, Any]:
-    """batch_size and anchor_weight, the objective's defaults where the params leave them None."""
+    """batch_size, anchor_weight, lr and anchor_mixup: the objective's defaults where the params
+    leave them None."""
     defaults = OBJECTIVE_DEFAULTS[(objective, task)]
+    mixup = params.anchor_mixup
     return {
+        "anchor_mixup": bool(mixup if mixup is not None else defaults["anchor_mixup"]),
+        "lr": float(params.lr if params.lr is not None else defaults["lr"]),
         "batch_size": int(params.batch_size if params.batch_size is not None else defaults["batch_size"]),
         "anchor_weight": float(
             params.anchor_weight if params.anchor_weight is not None else defaults["anchor_weight"]

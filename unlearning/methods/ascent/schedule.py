@@ -74,12 +74,16 @@ class AdaptiveSchedule(StepSchedule):
 
     name = "adaptive"
 
-    def __init__(self, params: AscentParams) -> None:
-        self.base_lr = params.lr
-        self.max_lr = max(params.max_lr if params.max_lr is not None else 16 * params.lr, params.lr)
-        self.min_lr = params.min_lr if params.min_lr is not None else params.lr / 2
+    def __init__(self, params: AscentParams, lr: float | None = None) -> None:
+        # lr: the params' lr as the plan resolved it (None in the params: by objective).
+        lr = lr if lr is not None else params.lr
+        if lr is None:
+            raise ValueError("the step schedule needs the resolved lr")
+        self.base_lr = lr
+        self.max_lr = max(params.max_lr if params.max_lr is not None else 16 * lr, lr)
+        self.min_lr = params.min_lr if params.min_lr is not None else lr / 2
         self.grow, self.shrink = params.lr_grow, params.lr_shrink
-        self.lr = params.lr  # the rate of the next step
+        self.lr = lr  # the rate of the next step
         self.refine = False  # after the first backtrack: shrink the rate at every check
         self.tripped = False  # the guard has tripped: the bisection may go below lr, down to min_lr
 
