@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -177,6 +178,15 @@ def test_a_rejected_request_keeps_its_samples_and_a_retry_needs_no_upload(
     failed = api.get("/v1/audit", params={"action": "job.failed"}).json()["items"][0]["payload"]
     assert failed["outcome"] == "policy_rejected" and failed["forget_sets_kept_for"] == [req["id"]]
     assert api.get("/v1/audit/verify").json()["ok"] is True
+
+
+def test_concurrent_retries_queue_one_job(api: ApiClient, digits: Digits) -> None:
+    req = _rejected(api, digits)
+    url = f"/v1/deletion-requests/{req['id']}/retry"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: api.post(url, json=RELAXED), range(4)))
+    assert sorted(r.status_code for r in answers) == [202, 409, 409, 409], [r.text for r in answers]
+    assert _n_jobs(api) == 2 and _actions(api, req["id"]).count("deletion.retried") == 1
 
 
 @pytest.fixture
