@@ -100,6 +100,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ga-official": ("ga", {"preset": "official"}),
     "imu-adaptive": ("imu", {"preset": "adaptive"}),
     "ga-adaptive": ("ga", {"preset": "adaptive"}),
+    # The anchored default without the mixed anchor pairs, at the lr it had before them: what the
+    # mixup and the matching lr of OBJECTIVE_DEFAULTS bring (docs/methods.md).
+    "ga-no-mixup": ("ga", {"anchor_mixup": False, "lr": 1e-3}),
 }
 # The reference row is the benchmark's own retraining (the engine's ``retrain`` with the same recipe).
 SKIP_METHODS = {"retrain"}
