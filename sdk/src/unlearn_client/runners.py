@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar, cast
 
 import httpx
@@ -90,17 +90,26 @@ class SyncRunner:
 
     def _drive(self, flow: EmittingFlow[X, T]) -> Generator[X, None, T]:
         stepper: _Stepper[X, T] = _Stepper(flow)
-        try:
+        with self._closing(stepper):
             for step in stepper:
                 if isinstance(step, Emit):
                     yield step.item
                 else:
-                    with stepper.performing():
-                        stepper.done(self._perform(step))
+                    self._settle(stepper, step)
             return stepper.result
+
+    @contextmanager
+    def _closing(self, stepper: _Stepper[Any, Any]) -> Iterator[None]:
+        """Closes the flow, and the streams it opened, however the driving ends."""
+        try:
+            yield
         finally:
             for stream in stepper.close():
                 stream.response.close()
+
+    def _settle(self, stepper: _Stepper[Any, Any], step: Effect) -> None:
+        with stepper.performing():
+            stepper.done(self._perform(step))
 
     def _perform(self, step: Effect) -> Any:
         if isinstance(step, Send):
@@ -143,17 +152,26 @@ class AsyncRunner:
     async def _drive(self, flow: EmittingFlow[X, T], result: _Result[T]) -> AsyncIterator[X]:
         # An async generator cannot return a value: the flow's result goes into ``result``.
         stepper: _Stepper[X, T] = _Stepper(flow)
-        try:
+        async with self._closing(stepper):
             for step in stepper:
                 if isinstance(step, Emit):
                     yield step.item
                 else:
-                    with stepper.performing():
-                        stepper.done(await self._perform(step))
+                    await self._settle(stepper, step)
             result.value = stepper.result
+
+    @asynccontextmanager
+    async def _closing(self, stepper: _Stepper[Any, Any]) -> AsyncIterator[None]:
+        """Closes the flow, and the streams it opened, however the driving ends."""
+        try:
+            yield
         finally:
             for stream in stepper.close():
                 await stream.response.aclose()
+
+    async def _settle(self, stepper: _Stepper[Any, Any], step: Effect) -> None:
+        with stepper.performing():
+            stepper.done(await self._perform(step))
 
     async def _perform(self, step: Effect) -> Any:
         if isinstance(step, Send):
