@@ -14,14 +14,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +31,12 @@ from tests.console.seed import Seeded, seed
 from tests.integration.conftest import (  # noqa: F401  (digits is a fixture used here)
     ADMIN_KEY,
     ROOT,
-    TREE_MARKER_ENV,
     Digits,
     cmdline,
     descendants,
     digits,
-    kill_process_tree,
-    new_tree_marker,
 )
+from tests.service_process import running_service
 
 CHROMIUM = os.environ.get("UNLEARN_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -65,12 +59,6 @@ def _unavailable(message: str) -> None:
     if _in_ci():
         pytest.fail(f"{message}; install it with: {INSTALL_HINT}", pytrace=False)
     pytest.skip(f"{message}; install it with: {INSTALL_HINT}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the service ----------------------------------------------------------------------------------
@@ -105,43 +93,15 @@ class ConsoleServer:
         return sqlite3.connect(self.data_dir / "unlearn.db", timeout=30)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        assert proc.poll() is None, "the service exited: " + log_path.read_text(errors="replace")[-5000:]
-        assert time.monotonic() < deadline, "the service did not come up: " + log_path.read_text()[-5000:]
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory, digits: Digits) -> Iterator[ConsoleServer]:  # noqa: F811
     tmp = tmp_path_factory.mktemp("console-service")
-    port = _free_port()
-    marker = new_tree_marker()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
-    env.update(
-        UNLEARN_DATA_DIR=str(tmp / "var"), UNLEARN_ADMIN_KEY=ADMIN_KEY, UNLEARN_TORCH_THREADS="1",
-        UNLEARN_LOG_LEVEL="WARNING", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
-    )  # fmt: skip
-    env[TREE_MARKER_ENV] = marker
-    log_path = tmp / "service.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("unlearn-service")), "run", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, url, log_path)
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as c:
+    with running_service(tmp) as running:
+        with httpx.Client(
+            base_url=running.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
+        ) as c:
             seeded = seed(c, digits)
-        yield ConsoleServer(url, tmp / "var", log_path, proc, seeded)
-    finally:
-        kill_process_tree(proc, marker)
+        yield ConsoleServer(running.url, running.data_dir, running.log_path, running.proc, seeded)
 
 
 # --- the browser ----------------------------------------------------------------------------------

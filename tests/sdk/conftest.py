@@ -16,43 +16,30 @@ import asyncio
 import contextlib
 import inspect
 import os
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from unlearn_client import AsyncClient, Client, RetryPolicy
 
 from tests.integration.conftest import (  # noqa: F401  (digits is a fixture used by the tests here)
     ADMIN_KEY,
     DIGITS_ARCH,
-    ROOT,
-    TREE_MARKER_ENV,
     Digits,
     cmdline,
     descendants,
     digits,
-    kill_process_tree,
-    new_tree_marker,
     paused,
 )
 from tests.sdk.faults import FaultProxy
+from tests.service_process import running_service
 
 # Retries without real waits: the policy is the same, only the backoff is short.
 FAST_RETRY = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -85,44 +72,18 @@ class Server:
         return {**env, **extra}
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        assert proc.poll() is None, "the service exited: " + log_path.read_text(errors="replace")[-5000:]
-        assert time.monotonic() < deadline, "the service did not come up: " + log_path.read_text()[-5000:]
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("sdk-service")
-    port = _free_port()
-    marker = new_tree_marker()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNLEARN_")}
-    env.update(
-        UNLEARN_DATA_DIR=str(tmp / "var"), UNLEARN_ADMIN_KEY=ADMIN_KEY, UNLEARN_TORCH_THREADS="1",
-        UNLEARN_LOG_LEVEL="WARNING", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+    with running_service(
+        tmp,
         # Webhooks to the tests' own receiver on loopback, given up on (dead) after two quick tries.
-        UNLEARN_WEBHOOK_ALLOWED_HOSTS="127.0.0.1", UNLEARN_WEBHOOK_MAX_ATTEMPTS="2",
-        UNLEARN_WEBHOOK_BACKOFF_SECONDS="0.2", UNLEARN_WEBHOOK_POLL_SECONDS="0.2",
-    )  # fmt: skip
-    env[TREE_MARKER_ENV] = marker
-    log_path = tmp / "service.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("unlearn-service")), "run", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, url, log_path)
-        yield Server(url, ADMIN_KEY, tmp / "var", log_path, proc)
-    finally:
-        kill_process_tree(proc, marker)
+        UNLEARN_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        UNLEARN_WEBHOOK_MAX_ATTEMPTS="2",
+        UNLEARN_WEBHOOK_BACKOFF_SECONDS="0.2",
+        UNLEARN_WEBHOOK_POLL_SECONDS="0.2",
+    ) as running:
+        yield Server(running.url, ADMIN_KEY, running.data_dir, running.log_path, running.proc)
 
 
 @pytest.fixture
