@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from service.keys.routes import router as keys_router
     from service.ops.routes import router as ops_router
     from service.receipts.routes import router as receipts_router
+    from service.references.routes import router as references_router
     from service.registry.routes import router as registry_router
     from service.webhooks.routes import router as webhooks_router
 
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         erasures_router,
         jobs_router,
         training_router,
+        references_router,
         audit_router,
         keys_router,
         certificates_router,

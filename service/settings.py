@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # against a sized limit of 0.31, tests/jobs/test_erasure.py), so enforcing it is the operator's
     # (or the request's) choice.
     policy_reject_over_forgetting: bool = False
+    # Per-example membership testing (service/references, docs/methods.md "Reference models"):
+    # how many reference models a model's reference set has unless the request says (0: off: no
+    # set is built and no job is tested), and the most a request may ask for.
+    reference_models: int = Field(default=0, ge=0, le=256)
+    reference_models_max: int = Field(default=32, ge=2, le=256)
 
     log_json: bool = True
     log_level: str = "INFO"

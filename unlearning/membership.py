@@ -240,12 +240,97 @@ def lira_test(
     )
 
 
+# --- reference sets kept for later tests (the service's ``service/references``) ------------------
+
+
+def balanced_in_masks(k: int, n: int, seed: int) -> torch.Tensor:
+    """[K, N] bool: which of K references trains on which of N samples, each sample IN for exactly
+    ⌊K/2⌋ of them (chosen at random per sample), so every sample has ⌈K/2⌉ OUT references whatever
+    later asks about it, and each reference trains on about half the data."""
+    if k < 2 or n < 1:
+        raise ParamsError("a reference set needs K ≥ 2 references and at least one sample")
+    g = torch.Generator().manual_seed(int(seed))
+    ranks = torch.rand(n, k, generator=g).argsort(dim=1).argsort(dim=1)
+    return (ranks < k // 2).T.contiguous()
+
+
+# Two primes below 2^31 and fixed multipliers: each key part is a linear hash mod p computed in
+# int64 without overflow; together ~62 bits, so two different samples collide with chance ~2^-62.
+_PRIMES = (2_147_483_629, 2_147_483_587)
+_KEY_SEED = 0x1D5A
+
+
+def sample_keys(data: Dataset) -> torch.Tensor:
+    """An int64 key per sample [N] from its exact contents (inputs as float32 bits, or token ids,
+    and the label), so that a sample uploaded later is found again in the data a reference set
+    was trained on. Vectorised: two modular dot products over the flattened rows."""
+    x = data["inputs"] if "inputs" in data else data["input_ids"]
+    x = x.reshape(x.shape[0], -1)
+    bits = x.float().contiguous().view(torch.int32).long() if x.is_floating_point() else x.long()
+    if "labels" in data:
+        bits = torch.cat([bits, data["labels"].reshape(-1, 1).long()], dim=1)
+    g = torch.Generator().manual_seed(_KEY_SEED)
+    parts = []
+    for p in _PRIMES:
+        mult = torch.randint(1, p, (bits.shape[1],), generator=g)
+        parts.append((((bits % p) * mult) % p).sum(1) % p)
+    return parts[0] * _PRIMES[1] + parts[1]
+
+
+def match_keys(known: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Position in ``known`` of each ``query`` key, −1 where absent (the first of duplicates)."""
+    if known.numel() == 0:
+        return torch.full_like(query, -1)
+    order = torch.argsort(known, stable=True)
+    sorted_keys = known[order]
+    at = torch.searchsorted(sorted_keys, query).clamp_max(known.numel() - 1)
+    return torch.where(sorted_keys[at] == query, order[at], torch.full_like(query, -1))
+
+
+def retrained_level(
+    reference_phi: torch.Tensor,
+    in_mask: torch.Tensor,
+    n_members: int,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+) -> dict[str, Any]:
+    """What a model retrained without the members scores: each reference j in turn as the target,
+    on the members it did not train on, against the other references (leave one out) and the
+    non-members. ``reference_phi``/``in_mask`` [K, M + E], members first. Returns the TPR at each
+    FPR averaged over the references (weighted by how many members each one left out), and the
+    per-reference figures."""
+    k = reference_phi.shape[0]
+    per: list[dict[str, Any]] = []
+    totals = torch.zeros(len(fprs), dtype=torch.float64)
+    n_total = 0
+    for j in range(k):
+        others = torch.arange(k) != j
+        ref, mask = reference_phi[others], in_mask[others]
+        out_members = ~in_mask[j, :n_members] & (~mask[:, :n_members]).any(0)
+        m = int(out_members.sum())
+        if m == 0:
+            continue
+        sel = torch.cat(
+            [torch.nonzero(out_members).flatten(), torch.arange(n_members, reference_phi.shape[1])]
+        )
+        scores, _, _ = lira_scores(reference_phi[j, sel], ref[:, sel], mask[:, sel])
+        tpr = tpr_at_fpr(scores[:m], scores[m:], fprs)
+        per.append({"reference": j, "n_members": m, "tpr_at_fpr": {f"{f:g}": v for f, v in tpr.items()}})
+        totals += m * torch.tensor(list(tpr.values()), dtype=torch.float64)
+        n_total += m
+    mean = {f"{f:g}": float(totals[i] / n_total) for i, f in enumerate(fprs)} if n_total else {}
+    return {"tpr_at_fpr": mean, "n_members": n_total, "per_reference": per}
+
+
 __all__ = [
     "DEFAULT_FPRS",
     "MembershipResult",
+    "balanced_in_masks",
     "lira_scores",
     "lira_test",
     "logit_confidence",
+    "match_keys",
     "reference_confidences",
+    "retrained_level",
+    "sample_keys",
     "tpr_at_fpr",
 ]

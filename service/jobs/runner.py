@@ -32,6 +32,8 @@ from service.jobs.publish import publish_result
 from service.jobs.states import JobKind, JobStatus, RunOutcome
 from service.jobs.training import run_training
 from service.json_safe import json_safe
+from service.references.check import membership_check
+from service.references.run import run_references
 from unlearning import CancelledError, DivergedError, InvalidInputError, state_dict_bytes, unlearn
 
 log = structlog.get_logger("service.jobs.runner")
@@ -68,6 +70,10 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
                 version = run_training(ctx, claim, worker_id, live)
                 jlog.info("job_succeeded", result_version=version, kind=str(claim.kind))
                 return RunOutcome.SUCCEEDED
+            if claim.kind == JobKind.REFERENCES:
+                run_references(ctx, claim, worker_id, live)
+                jlog.info("job_succeeded", kind=str(claim.kind))
+                return RunOutcome.SUCCEEDED
             inputs = load_inputs(ctx, claim)
             result = unlearn(
                 claim.method,
@@ -85,6 +91,11 @@ def run_job(ctx: ServiceContext, job_id: str, worker_id: str) -> RunOutcome:
                 should_cancel=live.should_cancel,
             )
             report = json_safe(result.report.to_dict())
+            if ctx.settings.reference_models > 0 or claim.policy.requires_lira:
+                # Per-example membership (service/references): part of the verification the
+                # policy grades, on the unlearned model before anything is published.
+                live.progress("verify", 0.96)
+                report["lira"] = json_safe(membership_check(ctx, claim, inputs, result.model, report))
             decision = claim.policy.evaluate(report)
             if not decision.accepted:
                 raise PolicyRejected(decision)

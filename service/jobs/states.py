@@ -8,6 +8,7 @@ from enum import StrEnum
 class JobKind(StrEnum):
     UNLEARN = "unlearn"  # deletion requests: forget their samples
     TRAIN = "train"  # a version trained from a dataset version and a recipe
+    REFERENCES = "references"  # reference models for membership tests (service/references)
 
 
 class TrainReason(StrEnum):

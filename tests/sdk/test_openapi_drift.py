@@ -17,7 +17,10 @@ from tests.service_fixtures import make_settings
 
 # Routes of the service the SDK does not wrap (a path, or a prefix ending in "/"), each with the
 # reason; a route missing from both fails the test.
-NOT_WRAPPED: dict[str, str] = {}
+NOT_WRAPPED: dict[str, str] = {
+    "/v1/models/{name}/references": "reference models for membership tests (service/references, "
+    "issue 8): new, not wrapped by the SDK yet",
+}
 
 
 def _excused(path: str) -> bool:
