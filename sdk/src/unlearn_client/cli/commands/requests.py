@@ -27,11 +27,25 @@ JOB_FIELDS = [
 ProgressFlag = Annotated[
     bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
 ]
+ParamsOption = Annotated[str | None, typer.Option(help="Method params (JSON or @file).")]
+PolicyOption = Annotated[str | None, typer.Option(help="Acceptance-policy overrides (JSON or @file).")]
+WaitFlag = Annotated[bool, typer.Option("--wait", help="Wait until the request is done.")]
 
 
 def _show_progress(flag: bool | None, out: Output) -> bool:
     # Bars go to stderr, so they never mix with JSON; still, by default only people see them.
     return flag if flag is not None else (sys.stderr.isatty() and not out.as_json)
+
+
+def _answer(request: DeletionRequest, wait: bool, progress: bool | None, out: Output) -> None:
+    """Print the request as the service took it, or (--wait) as it ended."""
+    if not wait:
+        out.record(request, REQUEST_FIELDS)
+        return
+    out.note(
+        f"request {request.id}: {request.status}" + (f", job {request.job_id}" if request.job_id else "")
+    )
+    _finish(current.client().deletions.wait(request, progress=_show_progress(progress, out)), out)
 
 
 def _finish(outcome: Job | DeletionRequest, out: Output) -> None:
@@ -57,14 +71,16 @@ def submit(
         typer.Option(help='Inline samples, not a file: JSON {"inputs": [..], "labels": [..]} or @file.'),
     ] = None,
     subject: Annotated[str | None, typer.Option(help="The data subject's reference.")] = None,
-    method: Annotated[str | None, typer.Option(help="imu (default), ga, ...")] = None,
-    params: Annotated[str | None, typer.Option(help="Method params (JSON or @file).")] = None,
-    policy: Annotated[str | None, typer.Option(help="Acceptance-policy overrides (JSON or @file).")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="ga, imu, npo, scrub, ... (default: chosen by what is registered).")
+    ] = None,
+    params: ParamsOption = None,
+    policy: PolicyOption = None,
     base_version: Annotated[int | None, typer.Option(help="The version to unlearn from.")] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Makes a re-run of this command return the same request.")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the request is done.")] = False,
+    wait: WaitFlag = False,
     progress: ProgressFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -84,24 +100,18 @@ def submit(
         base_version=base_version,
         idempotency_key=idempotency_key,
     )
-    if not wait:
-        out.record(request, REQUEST_FIELDS)
-        return
-    out.note(
-        f"request {request.id}: {request.status}" + (f", job {request.job_id}" if request.job_id else "")
-    )
-    _finish(client.deletions.wait(request, progress=_show_progress(progress, out)), out)
+    _answer(request, wait, progress, out)
 
 
 def retry(
     request_id: Annotated[str, typer.Argument(help="A deletion request the acceptance policy rejected.")],
     method: Annotated[str | None, typer.Option(help="Another method (default: the request's).")] = None,
-    params: Annotated[str | None, typer.Option(help="Method params (JSON or @file).")] = None,
-    policy: Annotated[str | None, typer.Option(help="Acceptance-policy overrides (JSON or @file).")] = None,
+    params: ParamsOption = None,
+    policy: PolicyOption = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Makes a re-run of this command queue nothing more.")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the request is done.")] = False,
+    wait: WaitFlag = False,
     progress: ProgressFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -115,11 +125,7 @@ def retry(
         policy=json_object(policy, "--policy"),
         idempotency_key=idempotency_key,
     )
-    if not wait:
-        out.record(request, REQUEST_FIELDS)
-        return
-    out.note(f"request {request.id}: {request.status}, job {request.job_id}")
-    _finish(client.deletions.wait(request, progress=_show_progress(progress, out)), out)
+    _answer(request, wait, progress, out)
 
 
 def train(
