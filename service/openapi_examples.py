@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.errors import status_title
+from service.jobs.policy import AcceptancePolicy
 from service.pagination import encode_cursor
 
 MODEL = "digits"
@@ -38,12 +39,8 @@ _DIGIT_3_PIXELS = (
 DIGIT_3 = [p / 16 for p in _DIGIT_3_PIXELS]
 
 _ARCHITECTURE = {"name": "mlp", "config": {"input_dim": 64, "hidden_dims": [128], "num_classes": 10}}
-_POLICY = {
-    "max_eval_accuracy_drop": 0.05,
-    "require_forgetting": True,
-    "forget_accuracy_margin": 0.05,
-    "mia_auc_margin": 0.05,
-}
+# The policy's own defaults (the margins unset: sized to each job's sample sizes).
+_POLICY = AcceptancePolicy().model_dump(mode="json")
 _PARAMS = {"preset": "anchored", "optimizer": "adam", "lr": 0.001, "epochs": 2, "scope": "samples"}
 
 _MODEL_OUT = {
