@@ -23,6 +23,10 @@ from service.jobs.states import JobKind, JobStatus, RequestStatus, TrainReason
 from service.registry import lineage
 from service.tables import DeletionRequest, Job, Model, ModelVersion
 
+# A request run with this method was retrained without its samples: exact already, so it neither
+# counts toward an exact retrain nor is exactly erased again by one.
+EXACT_METHOD = "retrain"
+
 
 class ExactnessPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -56,6 +60,7 @@ def maybe_schedule(
             DeletionRequest.status == RequestStatus.COMPLETED,
             DeletionRequest.job_id.is_not(None),
             DeletionRequest.exact_version.is_(None),
+            DeletionRequest.method != EXACT_METHOD,
         )
     ).one()
     n_jobs, oldest = int(pending[0] or 0), pending[1]
@@ -98,7 +103,7 @@ def stages(req: DeletionRequest) -> list[dict[str, Any]]:
     """What a request's answer shows: approximately forgotten in vN, exactly erased in vM."""
     out: list[dict[str, Any]] = []
     if req.status == RequestStatus.COMPLETED and req.result_version is not None:
-        stage = "exact" if req.method == "retrain" else "approximate"
+        stage = "exact" if req.method == EXACT_METHOD else "approximate"
         out.append({"stage": stage, "version": req.result_version})
     if req.exact_version is not None:
         out.append({"stage": "exact", "version": req.exact_version})

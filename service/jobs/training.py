@@ -22,6 +22,7 @@ from service.deps import Principal
 from service.errors import Problem, unprocessable
 from service.jobs import lifecycle
 from service.jobs.errors import LostLease
+from service.jobs.exactness import EXACT_METHOD
 from service.jobs.lifecycle import Claim, rowcount
 from service.jobs.liveness import Liveness
 from service.jobs.states import JobKind, JobStatus, RequestStatus, TrainReason
@@ -248,6 +249,7 @@ def _publish(
                     DeletionRequest.status == RequestStatus.COMPLETED,
                     DeletionRequest.exact_version.is_(None),
                     DeletionRequest.job_id.is_not(None),
+                    DeletionRequest.method != EXACT_METHOD,
                 )
             )
         )

@@ -18,6 +18,7 @@ from service.audit.hashing import format_ts
 from service.context import ServiceContext
 from service.db import utcnow
 from service.erasures.logic import erasure_out
+from service.jobs.exactness import EXACT_METHOD, stages
 from service.listing import get_owned
 from service.privacy import keyed_digest, keyed_digests
 from service.tables import (
@@ -119,9 +120,16 @@ def deletion_receipt(
         "verification": {k: metrics.get(k) for k in ("before", "after", "param_l2_change") if k in metrics},
         "policy": metrics.get("policy"),
         # Approximate unlearning moves the model toward one retrained without the samples;
-        # retraining (method "retrain") is exact.
+        # retraining (method "retrain") is exact, and so is a request an exact retrain of the
+        # model covered since (eventual exactness): the stage is where the request stands now,
+        # ``stages`` each version that forgot it (as the request's own answer shows).
         "exactness": {
-            "stage": "exact" if req.method == "retrain" else ("none" if req.outcome else "approximate")
+            "stage": (
+                "exact"
+                if req.method == EXACT_METHOD or req.exact_version is not None
+                else ("none" if req.outcome else "approximate")
+            ),
+            "stages": stages(req),
         },
         "retired_versions": retired,
         "audit": _audit(session, tenant_id, objects),
