@@ -40,7 +40,7 @@ DIGIT_3 = [p / 16 for p in _DIGIT_3_PIXELS]
 
 _ARCHITECTURE = {"name": "mlp", "config": {"input_dim": 64, "hidden_dims": [128], "num_classes": 10}}
 # The policy's own defaults (the margins unset: sized to each job's sample sizes).
-_POLICY = AcceptancePolicy().model_dump(mode="json")
+_POLICY = AcceptancePolicy.model_validate({}).model_dump(mode="json")
 _PARAMS = {"preset": "anchored", "optimizer": "adam", "lr": 0.001, "epochs": 2, "scope": "samples"}
 
 _MODEL_OUT = {
