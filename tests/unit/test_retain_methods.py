@@ -7,6 +7,7 @@ retrained model never predicts it).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -155,6 +156,21 @@ def test_random_forgetting_approaches_the_retrained_model(memorised: dict[str, A
     assert abs(res.report["forget_accuracy_target"] - _acc(m, memorised["eval"])) < 0.1
     assert _acc(res.model, memorised["retain"]) >= 0.95
     assert _acc(res.model, memorised["test"]) >= _acc(m, memorised["test"]) - 0.1
+
+
+def test_neggrad_plus_defaults_repair_three_quarters_of_the_forgetting_steps(
+    memorised: dict[str, Any],
+) -> None:
+    # The measured defaults (β 0.93, repair_fraction 0.75; docs/methods.md): once the forget target
+    # is first reached after s steps, the run takes ⌈0.75·s⌉ more, the ascent on again whenever a
+    # check is above the target, and the repaired model keeps the retain set.
+    res = _run(memorised, "neggrad_plus", LONGER["neggrad_plus"])
+    assert res.report["params"]["beta"] == 0.93 and res.report["params"]["repair_fraction"] == 0.75
+    s = res.report["target_reached_at_step"]
+    assert res.report["stop_reason"] == "target_reached" and s > 0
+    assert res.report["steps"] == s + math.ceil(0.75 * s)
+    assert res.report["ascent_steps"] >= s
+    assert _acc(res.model, memorised["retain"]) >= 0.95
 
 
 def test_finetune_moves_towards_the_retrained_model(memorised: dict[str, Any]) -> None:

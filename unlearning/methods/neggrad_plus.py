@@ -18,8 +18,17 @@ from unlearning.methods.retain_loop import RetainLoop, RetainLoopParams, cycle_b
 
 
 class NegGradPlusParams(RetainLoopParams):
-    beta: float = Field(0.95, gt=0, lt=1)  # weight of the retain term; 1 − beta weighs the forget term
+    # Tuned on seed 0 of the memorising MNIST-1D MLP, 10% random (the setting of
+    # benchmarks/RESULTS.md), each candidate run with three shuffling seeds: where the run stops is
+    # chaotic (a step more or less of ascent before a check moves the Avg Gap by a point or two), so
+    # one run per candidate ranks noise. β 0.95 → 0.93: a stronger ascent reaches the target in
+    # fewer steps and does less damage on the way; repair 0.25 → 0.75: retain (and test) accuracy
+    # come back without the forget accuracy drifting above the target, since the ascent turns on
+    # again whenever a check finds it above. More repair (1.0) or β 0.92 / 0.94 did worse; the run
+    # takes no more steps than the old defaults did (the ≥ 10× speed-up over retraining holds).
+    beta: float = Field(0.93, gt=0, lt=1)  # weight of the retain term; 1 − beta weighs the forget term
     forget_batch_size: int = Field(64, ge=1, le=1_000_000)
+    repair_fraction: float = Field(0.75, ge=0, le=100)
 
 
 @register_method("neggrad_plus", params=NegGradPlusParams, requires_retain=True)
