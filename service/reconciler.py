@@ -10,6 +10,8 @@ The database is the source of truth; the broker is only a doorbell. ``reconcile_
 * purges stored forget sets of finished requests once their retention period has passed, and
   those kept for a retry of a request the acceptance policy rejected once its window has
   (``failed_forget_set_retention_seconds``; audited as ``deletion.retry_window_ended``);
+* deletes the blobs of reference sets an erasure retired whose after-commit delete did not happen
+  (service/references/retirement.py);
 * sends due webhook deliveries (service/webhooks/delivery.py).
 Every step is idempotent and safe to run from several processes at once.
 
@@ -35,6 +37,7 @@ from service.jobs.exactness import schedule_due
 from service.jobs.states import JobStatus
 from service.jobs.training_data import purge_replaced_data
 from service.outbox import publish_rows, unpublished_ids
+from service.references.retirement import purge_retired_sets
 from service.registry.retirement import delete_expired_blobs
 from service.tables import Job, Model, OutboxMessage
 from service.webhooks.delivery import deliver_due
@@ -135,6 +138,8 @@ def reconcile_once(ctx: ServiceContext) -> dict[str, int]:
     grace = ctx.settings.retired_checkpoint_grace_seconds
     stats["retired_blobs_deleted"] = delete_expired_blobs(ctx.session_factory, ctx.storage, grace, grace)
     stats["dataset_versions_purged"] = purge_replaced_data(ctx, ctx.settings.erased_data_grace_seconds)
+    # Reference sets an erasure retired whose after-commit delete did not happen.
+    stats["reference_sets_purged"] = purge_retired_sets(ctx)
     stats["exact_retrains_queued"] = schedule_due(ctx)
     stats.update(deliver_due(ctx))  # webhook deliveries due (new, or retries whose backoff ended)
     if any(v for k, v in stats.items() if k != "outbox_dropped"):

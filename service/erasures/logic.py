@@ -28,6 +28,7 @@ from service.errors import Problem
 from service.jobs.states import RequestOutcome, RequestStatus
 from service.listing import get_owned
 from service.pagination import paginate
+from service.references.retirement import retire_sets_holding
 from service.tables import Dataset, DatasetVersion, DeletionRequest, Erasure, Model, ModelVersion, new_id
 
 log = structlog.get_logger("service.erasures")
@@ -145,6 +146,10 @@ def _write(
             db, get_dataset(db, principal.tenant_id, dataset.name, for_update=True), "latest"
         )
         erasure.result_dataset_version = erase_samples(db, ctx, latest.id, ids, principal.actor).version
+        # A reference set trained on them (of a model that no longer links this data) holds them.
+        retire_sets_holding(
+            db, ctx, dataset_id=dataset.id, sample_ids=ids, actor=principal.actor, erasure_ids=[erasure.id]
+        )
     key = ctx.tenant_key(principal.tenant_id)
     audit(
         db,

@@ -24,10 +24,11 @@ from service.jobs.lifecycle import Claim
 from service.jobs.states import JobStatus, RequestStatus
 from service.jobs.training_data import erase_from_training_set
 from service.privacy import keyed_digests
+from service.references.retirement import retire_sets_holding
 from service.registry.logic import publish_version
 from service.registry.retirement import retire_superseded
 from service.storage import StoredObject
-from service.tables import DeletionRequest, Job, Model
+from service.tables import DatasetVersion, DeletionRequest, Job, Model
 from service.unit_of_work import purge_after_commit
 
 
@@ -91,10 +92,15 @@ def publish_result(
     # Every earlier version still carries the erased samples' influence.
     assert claim.base_version is not None, "an unlearning job always has a base version"
     retired = retire_superseded(s, model_row, claim.base_version, actor=actor, job_id=claim.job_id)
+    # Reference sets trained on the erased samples hold them too. This job's own LiRA test ran
+    # against its model's set before this transaction; the blobs go after the commit.
+    sets_retired = _retire_reference_sets(s, ctx, claim, inputs, link, actor)
+    if sets_retired:
+        metrics = {**metrics, "references_retired": sets_retired}
     s.execute(
         update(Job)
         .where(Job.id == claim.job_id)
-        .values(result_version=version.version)
+        .values(result_version=version.version, metrics=metrics)
         .execution_options(synchronize_session=False)
     )
     s.execute(
@@ -127,6 +133,7 @@ def publish_result(
             "sample_digests": keyed_digests(key, inputs.digests),
             "metrics": metrics,
             "retired_versions": retired,
+            "references_retired": sets_retired,
             "dataset_version_id": link,
         },
     )
@@ -135,3 +142,29 @@ def publish_result(
     maybe_schedule(s, ctx, model_row, actor)
     purge_after_commit(s, inputs.request_ids)
     return version.version
+
+
+def _retire_reference_sets(
+    s: Session, ctx: ServiceContext, claim: Claim, inputs: JobInputs, link: str | None, actor: str
+) -> list[str]:
+    """Retire the reference sets that hold the samples this job erased from its training data."""
+    if link is None or not inputs.sample_ids:
+        return []
+    dataset_id = s.scalar(select(DatasetVersion.dataset_id).where(DatasetVersion.id == link))
+    assert dataset_id is not None
+    erasure_ids = [
+        e
+        for e in s.scalars(
+            select(DeletionRequest.erasure_id).where(DeletionRequest.job_id == claim.job_id).distinct()
+        )
+        if e is not None
+    ]
+    return retire_sets_holding(
+        s,
+        ctx,
+        dataset_id=dataset_id,
+        sample_ids=inputs.sample_ids,
+        actor=actor,
+        job_id=claim.job_id,
+        erasure_ids=erasure_ids,
+    )

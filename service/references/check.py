@@ -21,7 +21,8 @@ from service.context import ServiceContext
 from service.db import session_scope
 from service.jobs.inputs import JobInputs
 from service.jobs.lifecycle import Claim
-from service.references.logic import latest_set
+from service.references.logic import latest_set, newest_set
+from service.references.retirement import retired_info
 from unlearning import build_model, load_checkpoint
 from unlearning.batching import resolve_device
 from unlearning.membership import lira_test, match_keys, reference_confidences, retrained_level, sample_keys
@@ -43,6 +44,20 @@ def membership_check(
         ref_job = latest_set(s, claim.model_id)
         stored = dict(ref_job.metrics or {}) if ref_job is not None else None
         ref_job_id = ref_job.id if ref_job is not None else None
+        newest = newest_set(s, claim.model_id) if ref_job is None else None
+        set_id = newest.id if newest is not None else None
+        info = retired_info(newest) if newest is not None else None
+    if stored is None and info is not None:
+        return {
+            "skipped": (
+                f"model {claim.model_name}'s reference set (job {set_id}) was retired by an erasure"
+                + (f" (job {info['job_id']})" if info.get("job_id") else "")
+                + f" at {info.get('at')}: it was trained on samples erased since; build a new set "
+                f"from the current data (POST /v1/models/{claim.model_name}/references)"
+            ),
+            "references_job": set_id,
+            "references_retired": info,
+        }
     if stored is None:
         return {"skipped": f"model {claim.model_name} has no reference models (POST .../references)"}
     blob = load(ctx.storage.read_bytes(stored["membership_key"]))

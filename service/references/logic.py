@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets.records import get_version_by_id
+from service.datasets.states import VersionStatus as DatasetVersionStatus
 from service.deps import Principal
 from service.errors import conflict, unprocessable
 from service.jobs.states import JobKind, JobStatus
@@ -24,7 +25,8 @@ def submit(
     ctx: ServiceContext, db: Session, principal: Principal, model_name: str, body: ReferencesIn
 ) -> Job:
     """A queued references job for the model's latest version (409 when the service has reference
-    models off, 422 when the version names no training data and recipe or K is past the limit)."""
+    models off or an erasure replaced the data the version was trained on, 422 when the version
+    names no training data and recipe or K is past the limit)."""
     settings = ctx.settings
     if settings.reference_models == 0:
         raise conflict("reference models are off on this service (UNLEARN_REFERENCE_MODELS=0)")
@@ -40,7 +42,15 @@ def submit(
             f"version {latest.version} of model {model_name} names no registered training data and "
             "recipe: reference models are trained from them"
         )
-    n = get_version_by_id(db, latest.dataset_version_id)[1].n_samples
+    dataset, data = get_version_by_id(db, latest.dataset_version_id)
+    if data.status != DatasetVersionStatus.READY:
+        raise conflict(
+            f"version {data.version} of dataset {dataset.name}, which version {latest.version} of model "
+            f"{model_name} was trained on, was replaced by an erasure: a set trained on it would hold "
+            "erased samples; build the set once the model's deletion job has published",
+            dataset_version_status=data.status,
+        )
+    n = data.n_samples
     if n > settings.training_max_samples:
         raise unprocessable(
             f"the training set has {n} samples; this service trains on at most "
@@ -79,10 +89,28 @@ def submit(
 
 
 def latest_set(session: Session, model_id: str) -> Job | None:
-    """The model's newest finished references job (its metrics name the stored set)."""
-    return session.scalars(
-        select(Job)
-        .where(Job.model_id == model_id, Job.kind == JobKind.REFERENCES, Job.status == JobStatus.SUCCEEDED)
-        .order_by(Job.finished_at.desc(), Job.id.desc())
-        .limit(1)
-    ).one_or_none()
+    """The model's newest usable reference set: its newest finished references job (its metrics
+    name the stored set) that no erasure retired (``service.references.retirement``)."""
+    for job in _finished_sets(session, model_id):
+        if not (job.metrics or {}).get("retired"):
+            return job
+    return None
+
+
+def newest_set(session: Session, model_id: str) -> Job | None:
+    """The model's newest finished references job, retired or not (to say why none is usable)."""
+    return next(iter(_finished_sets(session, model_id)), None)
+
+
+def _finished_sets(session: Session, model_id: str) -> list[Job]:
+    return list(
+        session.scalars(
+            select(Job)
+            .where(
+                Job.model_id == model_id,
+                Job.kind == JobKind.REFERENCES,
+                Job.status == JobStatus.SUCCEEDED,
+            )
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+        )
+    )

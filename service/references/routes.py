@@ -24,7 +24,10 @@ Trainer = Annotated[Principal, Depends(require("models:write"))]
     response_model=JobOut,
     summary="Train K reference models from the version's registered data (a job on the queue)",
     responses={
-        409: {"description": "reference models are off on this service"},
+        409: {
+            "description": "reference models are off on this service, or an erasure replaced the "
+            "dataset version the model's latest version was trained on"
+        },
         422: {"description": "the version names no training data and recipe, or k is past the limit"},
     },
 )

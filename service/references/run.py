@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets.logic import iter_retain_batches
+from service.datasets.states import VersionStatus as DatasetVersionStatus
 from service.db import session_scope, utcnow
 from service.errors import Problem
 from service.jobs import lifecycle
@@ -24,7 +25,7 @@ from service.jobs.states import JobKind, JobStatus
 from service.json_safe import json_safe
 from service.references.logic import STORAGE_KIND
 from service.registry.lineage import TrainingRecipe
-from service.tables import Job, Model
+from service.tables import DatasetVersion, Job, Model
 from unlearning import build_model, state_dict_bytes
 from unlearning.data import concat_datasets
 from unlearning.membership import balanced_in_masks, sample_keys
@@ -41,7 +42,17 @@ def run_references(ctx: ServiceContext, claim: Claim, worker_id: str, live: Live
         model = s.get(Model, claim.model_id)
         assert model is not None
         architecture = dict(model.architecture)
-    assert claim.dataset_version_id is not None
+        assert claim.dataset_version_id is not None
+        data_version = s.get(DatasetVersion, claim.dataset_version_id)
+        if data_version is None or data_version.status != DatasetVersionStatus.READY:
+            # Queued before an erasure replaced the data (e.g. behind the erasing job): a set
+            # trained on it now would hold erased samples.
+            raise Problem(
+                409,
+                "Conflict",
+                "the dataset version this set was requested on was replaced by an erasure since: "
+                "request a new set (POST /v1/models/{name}/references) to train on the current data",
+            )
     parts = list(iter_retain_batches(ctx, claim.dataset_version_id, [], READ_BATCH))
     if not parts:
         raise Problem(422, "Unprocessable Content", "the training set is empty")

@@ -56,3 +56,27 @@ def test_references_and_a_tested_deletion_on_postgres_redis_and_a_worker(
     assert lira["n_nonmembers"] == job["metrics"]["eval_split"]["n_check"]
     check = job["metrics"]["policy"]["checks"]["lira"]
     assert check["ok"] and check["tpr"] == lira["tpr_at_fpr"]["0.05"]
+
+    # A subject erasure: the worker's job tests against the set, its publish retires the set, and
+    # the worker deletes the set's checkpoints and membership blob after that commit.
+    r = api.post("/v1/datasets/train/erasures", json={"subject": "user-3"})
+    assert r.status_code == 202, r.text
+    erasing = stack.wait_job(r.json()["deletion_requests"][0]["job_id"])
+    assert erasing["status"] == "succeeded", erasing
+    assert erasing["metrics"]["lira"]["references_job"] == refs["id"]
+    assert erasing["metrics"]["references_retired"] == [refs["id"]]
+    retired = stack.wait_job(
+        refs["id"], until=lambda j: bool(j["metrics"].get("retired", {}).get("blobs_deleted_at"))
+    )["metrics"]
+    assert retired["retired"]["job_id"] == erasing["id"] and retired["retired"]["reason"] == "erasure"
+    keys = [*retired["checkpoints"], retired["membership_key"]]
+    assert not any(stack.api.ctx.storage.exists(k) for k in keys), "the erased samples' references remain"
+    assert api.get("/v1/audit/verify").json()["ok"] is True
+
+    # The model's next job finds no usable set and says so.
+    r = api.post("/v1/models/m/deletion-requests", json={"subject": "user-1"})
+    assert r.status_code == 202, r.text
+    job = stack.wait_job(r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert "retired by an erasure" in job["metrics"]["lira"]["skipped"]
+    assert job["metrics"]["lira"]["references_retired"]["job_id"] == erasing["id"]
