@@ -79,6 +79,9 @@ def _audit(session: Session, tenant_id: str, object_ids: list[str]) -> list[dict
     ]
 
 
+VERIFICATION_KEYS = ("before", "after", "param_l2_change", "mia_two_sided", "flags", "lira", "eval_split")
+
+
 def deletion_receipt(
     session: Session, ctx: ServiceContext, tenant_id: str, request_id: str
 ) -> dict[str, Any]:
@@ -117,8 +120,12 @@ def deletion_receipt(
             "before": _model_version(session, req.model_id, base),
             "after": _model_version(session, req.model_id, req.result_version),
         },
-        "verification": {k: metrics.get(k) for k in ("before", "after", "param_l2_change") if k in metrics},
+        # What the policy graded: the population MIA read both ways, its flags, the per-example
+        # (LiRA) test where reference models exist, and the eval split it was measured on.
+        "verification": {k: metrics[k] for k in VERIFICATION_KEYS if k in metrics},
         "policy": metrics.get("policy"),
+        # Reference models trained on the erased samples hold them too: retired, blobs deleted.
+        "references_retired": metrics.get("references_retired", []),
         # Approximate unlearning moves the model toward one retrained without the samples;
         # retraining (method "retrain") is exact, and so is a request an exact retrain of the
         # model covered since (eventual exactness): the stage is where the request stands now,

@@ -111,6 +111,12 @@ def test_a_subject_erasure_retires_and_deletes_the_reference_sets_after_their_te
     assert reconcile_once(api.ctx)["reference_sets_purged"] == 0
 
     # The audit chain records both retirements and deletions, and still verifies.
+    # The erasure's receipt names, per model, the per-example test and the retired reference set.
+    receipt = api.get(f"/v1/erasures/{r.json()['id']}/receipt").json()
+    by_model = {m["model"]: m for m in receipt["models"]}
+    assert by_model["a"]["references_retired"] == [id_a] and by_model["b"]["references_retired"] == [id_b]
+    assert by_model["a"]["verification"]["lira"]["references_job"] == id_a
+    assert "mia_two_sided" in by_model["a"]["verification"]
     assert [e.object_id for e in _events(api, "references.retired")] == [id_a, id_b]
     assert {e.object_id for e in _events(api, "references.deleted")} == {id_a, id_b}
     assert all(e.payload["job_id"] in jobs.values() for e in _events(api, "references.retired"))
