@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets import index, shards
-from service.datasets.ids import SampleId
+from service.datasets.ids import SampleId, to_texts
 from service.datasets.records import add_version, get_version_by_id, shards_of
 from service.datasets.selection import id_positions
 from service.datasets.states import VersionSource, VersionStatus
@@ -71,9 +71,17 @@ class _Plan:
     affected_rows: list[index.IndexRow]  # every index row of the shards in ``erased``
 
 
-def _plan(session: Session, dataset_version_id: str, sample_ids: Sequence[SampleId]) -> _Plan:
+def _usable(source: DatasetVersion, lineage: bool) -> bool:
+    """A version samples can be erased from: a ready one, or, for a model's lineage, a retired one
+    (a model still trained on it links it, so it is not purged)."""
+    return source.status == VersionStatus.READY or (lineage and source.status == VersionStatus.RETIRED)
+
+
+def _plan(
+    session: Session, dataset_version_id: str, sample_ids: Sequence[SampleId], *, lineage: bool = False
+) -> _Plan:
     dataset, source = get_version_by_id(session, dataset_version_id)
-    if source.status != VersionStatus.READY:
+    if not _usable(source, lineage):
         raise _not_ready(dataset, source)
     found = id_positions(
         session, source, sample_ids, empty="no sample ids to erase", of=f"dataset {dataset.name}"
@@ -147,12 +155,53 @@ def erase_samples(
     one is used throughout (a second would wait on it). Should the caller roll back, the written
     shards are unreferenced content-addressed blobs: harmless, reused by an identical write.
     """
+    return _erase(session, ctx, dataset_version_id, sample_ids, actor, lineage=False)
+
+
+def erase_for_lineage(
+    session: Session,
+    ctx: ServiceContext,
+    dataset_version_id: str,
+    sample_ids: Sequence[SampleId],
+    actor: str,
+) -> DatasetVersion:
+    """The version of the dataset whose samples are exactly those of ``dataset_version_id``
+    without ``sample_ids`` (those it does not hold are ignored), for one model's lineage; in the
+    caller's transaction, which holds the dataset row locked (the publishing job's).
+
+    Unlike :func:`erase_samples` the source may be retired (an erasure elsewhere replaced it; a
+    model still trained on it links it) and the result does not become the dataset's latest: it
+    is what one model was trained on minus what that model forgot. An existing version with
+    exactly that content (the same shards and index) is returned as it is; otherwise a new one is
+    made the way :func:`erase_samples` makes one (only the shards holding the samples written,
+    every other reused by its key), retired from the start if its source was retired, since it
+    then holds data erased from the dataset, and purged like any retired version once no ready
+    model version links it. A ready source is retired as :func:`erase_samples` retires one.
+    Returns the source itself if it holds none of ``sample_ids``.
+    """
+    _dataset, source = get_version_by_id(session, dataset_version_id)
+    texts = to_texts(source.sample_id_kind, sample_ids, strict=False)
+    present = list(index.positions(session, dataset_version_id, texts))
+    if not present:
+        return source
+    return _erase(session, ctx, dataset_version_id, present, actor, lineage=True)
+
+
+def _erase(
+    session: Session,
+    ctx: ServiceContext,
+    dataset_version_id: str,
+    sample_ids: Sequence[SampleId],
+    actor: str,
+    *,
+    lineage: bool,
+) -> DatasetVersion:
     # 1. Plan from the index.
     if session.in_transaction():
-        plan = _plan(session, dataset_version_id, sample_ids)
+        plan = _plan(session, dataset_version_id, sample_ids, lineage=lineage)
     else:
         with session_scope(ctx.session_factory) as read:
-            plan = _plan(read, dataset_version_id, sample_ids)
+            plan = _plan(read, dataset_version_id, sample_ids, lineage=lineage)
 
     # 2. Rewrite the affected shards (storage only).
     work = _rewrite(ctx, plan)
@@ -174,21 +223,33 @@ def erase_samples(
         .where(DatasetVersion.id == dataset_version_id)
         .execution_options(populate_existing=True)
     ).one()
-    if source.status != VersionStatus.READY:
+    if not _usable(source, lineage):
         raise _not_ready(locked, source)
+    data_digest = shards.data_sha256(all_shards)
+    now = utcnow()
+    if lineage:
+        existing = _equal_version(session, source, plan, work, data_digest, source.n_samples - n_erased)
+        if existing is not None:
+            if source.status == VersionStatus.READY:
+                source.status, source.retired_at = VersionStatus.RETIRED, now
+                session.flush()
+            return existing
+    # A version made for a lineage from a retired source holds data erased from the dataset.
+    retired = lineage and source.status == VersionStatus.RETIRED
     bytes_rewritten = sum(s.size_bytes for s in rewritten)
     version = add_version(
         session,
         locked,
         DatasetVersion(
-            status=VersionStatus.READY,
+            status=VersionStatus.RETIRED if retired else VersionStatus.READY,
+            retired_at=now if retired else None,
             source=VersionSource.ERASURE,
             parent_version=source.version,
             n_samples=source.n_samples - n_erased,
             n_shards=len(all_shards),
             shard_samples=source.shard_samples,
             size_bytes=sum(s.size_bytes for s in all_shards),
-            data_sha256=shards.data_sha256(all_shards),
+            data_sha256=data_digest,
             columns=dict(source.columns),
             sample_id_kind=source.sample_id_kind,
             n_subjects=0,
@@ -196,9 +257,11 @@ def erase_samples(
             erased_samples=n_erased,
             shards_rewritten=len(rewritten),
             bytes_rewritten=bytes_rewritten,
-            description=f"version {source.version} without {n_erased} erased sample(s)",
+            description=f"version {source.version} without {n_erased} erased sample(s)"
+            + (" (one model's training data)" if lineage else ""),
             created_by=actor,
         ),
+        latest=not lineage,
     )
     if all_shards:
         session.execute(insert(DatasetShard), _shard_rows(all_shards, version.id))
@@ -206,8 +269,9 @@ def erase_samples(
     index.insert_rows(session, version.id, work.index_rows)
     if source.subject_key_id is not None:
         version.n_subjects = index.count_subjects(session, version.id)
-    source.status = VersionStatus.RETIRED
-    source.retired_at = utcnow()
+    if source.status == VersionStatus.READY:
+        source.status = VersionStatus.RETIRED
+        source.retired_at = now
     append_event(
         session,
         actor=actor,
@@ -218,6 +282,7 @@ def erase_samples(
             "dataset": locked.name,
             "from_version": source.version,
             "version": version.version,
+            "latest": not lineage,
             "n_samples": n_erased,
             # Keyed per tenant, as everywhere outside the database (service/privacy.py).
             "sample_digests": keyed_digests(ctx.tenant_key(tenant_id), work.digests),
@@ -233,11 +298,32 @@ def erase_samples(
         dataset=locked.name,
         from_version=source.version,
         version=version.version,
+        latest=not lineage,
         n_samples=n_erased,
         shards_rewritten=len(rewritten),
         bytes_rewritten=bytes_rewritten,
     )
     return version
+
+
+def _equal_version(
+    session: Session, source: DatasetVersion, plan: _Plan, work: _Rewrite, data_digest: str, n_samples: int
+) -> DatasetVersion | None:
+    """A version of the dataset, not purged, holding exactly the samples the rewrite would give
+    (ready ones first, then the newest)."""
+    candidates = session.scalars(
+        select(DatasetVersion).where(
+            DatasetVersion.dataset_id == source.dataset_id,
+            DatasetVersion.data_sha256 == data_digest,
+            DatasetVersion.n_samples == n_samples,
+            DatasetVersion.status != VersionStatus.PURGED,
+            DatasetVersion.id != source.id,
+        )
+    )
+    for candidate in sorted(candidates, key=lambda v: (v.status != VersionStatus.READY, -v.version)):
+        if index.equals_rewrite(session, candidate.id, source.id, plan.erased.keys(), work.index_rows):
+            return candidate
+    return None
 
 
 def purge_version(session: Session, dataset_version_id: str, actor: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, distinct, func, insert, literal, select
 from sqlalchemy.orm import Session
@@ -129,3 +129,40 @@ def count_subjects(session: Session, dataset_version_id: str) -> int:
 
 def delete_rows(session: Session, dataset_version_id: str) -> None:
     session.execute(_table.delete().where(_table.c.dataset_version_id == dataset_version_id))
+
+
+def equals_rewrite(
+    session: Session,
+    version_id: str,
+    source_id: str,
+    rewritten_shards: Collection[int],
+    rewritten_rows: Iterable[IndexRow],
+) -> bool:
+    """Whether ``version_id``'s index is exactly ``source_id``'s with the rows of
+    ``rewritten_shards`` replaced by ``rewritten_rows``: the same samples, subjects and places.
+
+    The rows outside those shards are compared inside the database (a join on the sample id,
+    unique per version), the few rewritten ones here."""
+    skip = sorted(rewritten_shards)
+    own, src = _table.alias("own"), _table.alias("src")
+
+    def kept(t: Any, vid: str) -> Any:
+        cond = t.c.dataset_version_id == vid
+        return cond & t.c.shard.not_in(skip) if skip else cond
+
+    n_own = session.scalar(select(func.count()).select_from(own).where(kept(own, version_id)))
+    n_src = session.scalar(select(func.count()).select_from(src).where(kept(src, source_id)))
+    if n_own != n_src:
+        return False
+    same = own.join(
+        src,
+        (src.c.dataset_version_id == source_id)
+        & (src.c.sample_id == own.c.sample_id)
+        & (src.c.shard == own.c.shard)
+        & (src.c.shard_row == own.c.shard_row)
+        & src.c.subject_digest.is_not_distinct_from(own.c.subject_digest),
+    )
+    n_same = session.scalar(select(func.count()).select_from(same).where(kept(own, version_id)))
+    if n_same != n_own:
+        return False
+    return set(rows_in_shards(session, version_id, skip)) == set(rewritten_rows)

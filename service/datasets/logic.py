@@ -1,6 +1,6 @@
 """Data set use cases behind the routes, and the one import point of the library functions the
 erasure jobs call (``find_samples``, ``read_samples``, ``iter_retain_batches``, ``retain_sample``,
-``erase_samples``, ``purge_version``, ``delete_unreferenced_shards``)."""
+``erase_samples``, ``erase_for_lineage``, ``purge_version``, ``delete_unreferenced_shards``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from service.audit.logic import append_event
 from service.context import ServiceContext
 from service.datasets import index
 from service.datasets.erasure import delete_unreferenced_shards as delete_unreferenced_shards
+from service.datasets.erasure import erase_for_lineage as erase_for_lineage
 from service.datasets.erasure import erase_samples as erase_samples
 from service.datasets.erasure import purge_version as purge_version
 from service.datasets.ingest import prepare_upload

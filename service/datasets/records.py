@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,14 +38,23 @@ def get_version_by_id(session: Session, dataset_version_id: str) -> tuple[Datase
     return row[0], row[1]
 
 
-def add_version(session: Session, dataset: Dataset, version: DatasetVersion) -> DatasetVersion:
-    """Number ``version`` latest+1 and make it the data set's latest, in the caller's transaction.
+def add_version(
+    session: Session, dataset: Dataset, version: DatasetVersion, *, latest: bool = True
+) -> DatasetVersion:
+    """Number ``version`` after the data set's highest and, unless ``latest`` is False, make it
+    the data set's latest, in the caller's transaction.
 
-    Call it with the data set row locked (``get_dataset(..., for_update=True)``); the
-    (dataset_id, version) unique constraint still turns a concurrent publish into a 409.
+    ``latest=False`` is for a version made for one model's lineage (service/jobs/training_data.py):
+    numbered like any other, but the data set's latest stays where it is, so the highest number
+    is not always the latest. Call it with the data set row locked (``get_dataset(...,
+    for_update=True)``); the (dataset_id, version) unique constraint still turns a concurrent
+    publish into a 409.
     """
+    highest = session.scalar(
+        select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
+    )
     version.dataset_id = dataset.id
-    version.version = (dataset.latest_version or 0) + 1
+    version.version = max(highest or 0, dataset.latest_version or 0) + 1
     try:
         with session.begin_nested():
             session.add(version)
@@ -54,7 +63,8 @@ def add_version(session: Session, dataset: Dataset, version: DatasetVersion) -> 
         raise conflict(
             f"version {version.version} of dataset {dataset.name} was published concurrently; retry"
         ) from exc
-    dataset.latest_version = version.version
+    if latest:
+        dataset.latest_version = version.version
     session.flush()
     return version
 
