@@ -8,8 +8,8 @@ and erasure; an audit event ``references.retired``), and its checkpoints and mem
 deleted from storage after that commit (``metrics.retired.blobs_deleted_at``, an audit event
 ``references.deleted``); the reconciler deletes them for a set whose after-commit delete failed.
 
-Order: a set is kept while its own model's erasure has not published yet (that model's latest
-version still links a dataset version that holds the samples, or that an erasure replaced),
+Order: a set is kept while its own model's erasure has not published yet (the dataset version
+that model's latest version links still holds the samples, by its index, whatever its status),
 because that model's deletion job tests its forget samples against the set (LiRA needs the
 samples' IN/OUT references). The job's own publish retires it, once the test has run. A later
 job on the model finds no usable set and says so; a new set is built from the current data with
@@ -146,17 +146,22 @@ def retire_sets_holding(
 
 
 def _holds(session: Session, dataset_version_id: str, sample_ids: Sequence[str]) -> bool:
-    """Whether the version held any of the samples (a version an erasure replaced always counts:
-    it holds erased data, and its index may be purged already)."""
+    """Whether the version held any of the samples, by its sample index (whatever its status: a
+    retired version keeps its index). A purged version's index is gone: it counts as holding them."""
     status = session.scalar(select(DatasetVersion.status).where(DatasetVersion.id == dataset_version_id))
-    if status != DatasetVersionStatus.READY:
+    if status == DatasetVersionStatus.PURGED:
         return True
     return bool(index.positions(session, dataset_version_id, list(sample_ids)))
 
 
 def _still_to_forget(session: Session, model: Model, dataset_id: str, sample_ids: Sequence[str]) -> bool:
     """Whether the model's latest version is still trained on the samples: its own erasure job
-    has not published (queued, running, or to be retried), and will test against its set."""
+    has not published (queued, running, or to be retried), and will test against its set.
+
+    Read from the index of the dataset version the latest version links, whatever that version's
+    status: since lineages are per model, a model may keep linking a retired version (its own
+    lineage's, or one the dataset replaced), and once its erasure of the samples published the
+    link lacks them. A purged link (no index; no by-reference job can read it) does not count."""
     if model.latest_version is None:
         return False
     link = session.scalar(
@@ -166,8 +171,12 @@ def _still_to_forget(session: Session, model: Model, dataset_id: str, sample_ids
     )
     if link is None:
         return False
-    linked_dataset = session.scalar(select(DatasetVersion.dataset_id).where(DatasetVersion.id == link))
-    return linked_dataset == dataset_id and _holds(session, link, sample_ids)
+    linked = session.execute(
+        select(DatasetVersion.dataset_id, DatasetVersion.status).where(DatasetVersion.id == link)
+    ).one_or_none()
+    if linked is None or linked[0] != dataset_id or linked[1] == DatasetVersionStatus.PURGED:
+        return False
+    return bool(index.positions(session, link, list(sample_ids)))
 
 
 def purge_retired_sets(ctx: ServiceContext, set_ids: Sequence[str] | None = None) -> int:

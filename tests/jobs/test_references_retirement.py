@@ -171,3 +171,59 @@ def test_an_erasure_no_model_carries_retires_the_sets_at_once(api: ApiClient) ->
     assert not any(api.ctx.storage.exists(k) for k in _keys(refs))
     assert [e.object_id for e in _events(api, "references.retired")] == [set_id]
     assert api.get("/v1/audit/verify").json()["ok"] is True
+
+
+def _forget(api: ApiClient, model: str, subject: str) -> dict[str, Any]:
+    """A request on one model by reference, run to its publish; the job's metrics."""
+    r = api.post(f"/v1/models/{model}/deletion-requests", json={"subject": subject})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert run_job(api.ctx, job_id, "w1") == RunOutcome.SUCCEEDED, _job(api, job_id).error
+    metrics = _job(api, job_id).metrics
+    assert metrics is not None
+    return {**metrics, "job_id": job_id}
+
+
+def _retired_by(api: ApiClient, set_id: str) -> str | None:
+    retired = (_job(api, set_id).metrics or {}).get("retired")
+    return None if retired is None else str(retired["job_id"])
+
+
+def test_a_set_retires_when_its_models_erasure_publishes_whatever_the_link(api: ApiClient) -> None:
+    """Lineages per model: B keeps linking dataset versions that were replaced (retired), yet its
+    set trained on the samples B forgets is retired by B's publish, and no set earlier.
+
+    A and B are trained on version 1 (X and Y in it), each with a set on it. A forgets X (the
+    latest becomes 2 = 1 - X, A links it; B still links 1): A's set goes, B's stays (B still holds
+    X and tests against it). A builds a new set on 2 (holds Y). B forgets Y: B links 1 - Y, a
+    retired version that still holds X: B's set (which held Y) goes with B's publish; A's new set
+    stays (A still holds Y), until A forgets Y."""
+    x, y = "user-3", "user-7"
+    _register(api, "a")
+    _register(api, "b")
+    _build_references(api, "a")
+    id_a = _set_id(api, "a")
+    set_b = _build_references(api, "b")
+    id_b = _set_id(api, "b")
+
+    a_x = _forget(api, "a", x)
+    assert a_x["references_retired"] == [id_a] and _retired_by(api, id_a) == a_x["job_id"]
+    assert _retired_by(api, id_b) is None, "B still holds X: its job tests against its set"
+    a2 = _build_references(api, "a")
+    assert a2["n_samples"] == N_TRAIN - 10
+    id_a2 = _set_id(api, "a")
+
+    b_y = _forget(api, "b", y)
+    assert b_y["lira"]["references_job"] == id_b, "B's own test ran against its set first"
+    b_link = api.get("/v1/models/b/versions/latest").json()["training_data"]["version"]
+    assert api.get(f"/v1/datasets/train/versions/{b_link}").json()["status"] == "retired"
+    assert b_y["references_retired"] == [id_b] and _retired_by(api, id_b) == b_y["job_id"]
+    assert not any(api.ctx.storage.exists(k) for k in _keys(set_b) - _keys(a2))
+    assert _retired_by(api, id_a2) is None, "A still holds Y"
+
+    a_y = _forget(api, "a", y)
+    assert a_y["lira"]["references_job"] == id_a2
+    assert a_y["references_retired"] == [id_a2] and _retired_by(api, id_a2) == a_y["job_id"]
+    assert not any(api.ctx.storage.exists(k) for k in _keys(a2))
+    assert [e.object_id for e in _events(api, "references.retired")] == [id_a, id_b, id_a2]
+    assert api.get("/v1/audit/verify").json()["ok"] is True
