@@ -1,10 +1,15 @@
 """Erasure by data subject: find the subject's samples in a training set, and fan out one
 deletion request (by reference) to every model whose current version was trained on them.
 
-Where no model holds the samples any more, the dataset itself is erased at once (a new dataset
-version without them). Where they were erased before, the erasure completes at once as a no-op.
-Each model's job erases the samples from the dataset when it publishes (service/jobs/
-training_data.py), so the data leaves the dataset and the models together.
+Lineages are per model (a request on one model erases the samples from the dataset's latest
+version, while other models keep linking versions that hold them), so the samples are looked up
+in the dataset's latest version and in every version (not purged) that a ready model version
+links; each model whose current version links a version holding them gets a request for what
+that version holds. Where no model holds the samples any more, the dataset itself is erased at
+once (a new dataset version without them). Where no model holds them and the latest version
+lacks them (erased before, by an erasure or by requests on the models), the erasure completes at
+once as a no-op. Each model's job erases the samples from the dataset when it publishes
+(service/jobs/training_data.py), so the data leaves the dataset and the models together.
 """
 
 from __future__ import annotations
@@ -17,18 +22,22 @@ from sqlalchemy.orm import Session
 
 from service import idempotency
 from service.context import ServiceContext
+from service.datasets import index
+from service.datasets.ids import from_text, not_held, to_texts
 from service.datasets.logic import erase_samples, find_samples
 from service.datasets.records import get_dataset, get_version
+from service.datasets.states import VersionStatus as DatasetVersionStatus
 from service.db import session_scope
 from service.deletions.logic import Answer, Intake, Prepared, audit, prepare, record, replay, subject_digest
 from service.deletions.reference import Reference
 from service.deps import Principal
 from service.erasures.schemas import ErasureOut, ErasureRequestOut
-from service.errors import Problem
+from service.errors import Problem, not_found
 from service.jobs.states import RequestOutcome, RequestStatus
 from service.listing import get_owned
 from service.pagination import paginate
 from service.references.retirement import retire_sets_holding
+from service.registry.retirement import VersionStatus as ModelVersionStatus
 from service.tables import Dataset, DatasetVersion, DeletionRequest, Erasure, Model, ModelVersion, new_id
 
 log = structlog.get_logger("service.erasures")
@@ -49,11 +58,75 @@ def _models_trained_on(session: Session, tenant_id: str, dataset_id: str) -> lis
     return [(r[0], r[1]) for r in rows]
 
 
+def _versions_to_search(
+    session: Session, tenant_id: str, dataset: Dataset, latest: DatasetVersion
+) -> list[DatasetVersion]:
+    """Where an erasure looks for the samples: the dataset's latest version, and every version of
+    it (not purged) that a ready version of one of the tenant's models links. Lineages are per
+    model: a request on one model erases the samples from the latest version, while another
+    model's version still links a version holding them."""
+    linked = (
+        select(ModelVersion.dataset_version_id)
+        .join(Model, Model.id == ModelVersion.model_id)
+        .where(
+            Model.tenant_id == tenant_id,
+            ModelVersion.status == ModelVersionStatus.READY,
+            ModelVersion.dataset_version_id.is_not(None),
+        )
+    )
+    rows = session.scalars(
+        select(DatasetVersion)
+        .where(
+            DatasetVersion.dataset_id == dataset.id,
+            DatasetVersion.status != DatasetVersionStatus.PURGED,
+            (DatasetVersion.id == latest.id) | DatasetVersion.id.in_(linked),
+        )
+        .order_by(DatasetVersion.version.desc())
+    )
+    return sorted(rows, key=lambda v: (v.id != latest.id, -v.version))  # the latest first
+
+
+def _held(
+    session: Session,
+    ctx: ServiceContext,
+    tenant_id: str,
+    dataset: Dataset,
+    version: DatasetVersion,
+    subject: str | None,
+    sample_ids: list[str | int] | None,
+) -> list[str]:
+    """The samples (ids as index text, in dataset order) of the subject, or of the given ids,
+    that ``version`` holds; [] for none."""
+    if subject is not None:
+        try:
+            selection = find_samples(
+                session, ctx, tenant_id, dataset.name, subject=subject, version=version.version
+            )
+        except Problem as exc:
+            if exc.status != 404:
+                raise
+            return []
+        return [str(i) for i in selection.sample_ids]
+    found = index.positions(session, version.id, to_texts(version.sample_id_kind, sample_ids or []))
+    return [sid for sid, _pos in sorted(found.items(), key=lambda item: item[1])]
+
+
 def _erased_before(session: Session, dataset_id: str, subject: str | None, ids: list[str] | None) -> bool:
+    """Whether the samples were erased from this dataset before: by an erasure, or by a completed
+    request on one model by reference (which erased them from the dataset's latest version)."""
     done = list(session.scalars(select(Erasure).where(Erasure.dataset_id == dataset_id)))
+    requests = list(
+        session.scalars(
+            select(DeletionRequest).where(
+                DeletionRequest.dataset_id == dataset_id, DeletionRequest.status == RequestStatus.COMPLETED
+            )
+        )
+    )
     if subject is not None and ids is None:
-        return any(e.subject == subject for e in done)
-    erased = {str(i) for e in done for i in e.sample_ids}
+        return any(e.subject == subject for e in done) or any(r.subject == subject for r in requests)
+    erased = {str(i) for e in done for i in e.sample_ids} | {
+        str(i) for r in requests for i in r.sample_ids or []
+    }
     return bool(ids) and {str(i) for i in ids or []} <= erased
 
 
@@ -70,43 +143,70 @@ def submit(
         return replayed
     erasure_id = new_id("era")
     ref = Reference(subject=subject, sample_ids=tuple(sample_ids) if sample_ids is not None else None)
-    targets: list[str] = []
+    targets: list[tuple[str, Reference]] = []
     with session_scope(ctx.session_factory) as read:
         dataset = get_dataset(read, principal.tenant_id, dataset_name)
         latest = get_version(read, dataset, "latest")
-        try:
-            selection = find_samples(
-                read, ctx, principal.tenant_id, dataset.name, subject=subject, sample_ids=sample_ids
-            )
-        except Problem as exc:
-            if exc.status not in (404, 422) or not _erased_before(
-                read, dataset.id, subject, _texts(sample_ids)
-            ):
-                raise
-            selection = None
-        if selection is not None:
-            for model, linked in _models_trained_on(read, principal.tenant_id, dataset.id):
-                try:  # the model's linked version may already lack them (erased from it before)
-                    find_samples(
-                        read, ctx, principal.tenant_id, dataset.name, subject=subject, sample_ids=sample_ids,
-                        version=linked,
-                    )  # fmt: skip
-                except Problem:
-                    continue
-                targets.append(model.name)
-    if selection is None:  # erased before: nothing left to do, and the answer says so
-        return _write(ctx, db, principal, dataset, erasure_id, ref, [], [], latest.version, idem, noop=True)
-    ids = [str(i) for i in selection.sample_ids]
+        held = {
+            v.version: ids
+            for v in _versions_to_search(read, principal.tenant_id, dataset, latest)
+            if (ids := _held(read, ctx, principal.tenant_id, dataset, v, subject, sample_ids))
+        }
+        found: dict[str, None] = {}  # every sample found, the latest version's first
+        for ids in held.values():
+            found.update(dict.fromkeys(ids))
+        if sample_ids is not None:
+            missing = [t for t in to_texts(latest.sample_id_kind, sample_ids) if t not in found]
+            if missing and not _erased_before(read, dataset.id, None, missing):
+                raise not_held(latest.sample_id_kind, missing, latest.version)
+        if not found and not _erased_before(read, dataset.id, subject, _texts(sample_ids)):
+            find_samples(read, ctx, principal.tenant_id, dataset.name, subject=subject)  # the 404
+            raise not_found("subject", f"in dataset {dataset.name}")
+        for model, linked in _models_trained_on(read, principal.tenant_id, dataset.id):
+            if not held.get(linked):
+                continue  # the model's data lacks them (erased from its lineage before)
+            if subject is not None:
+                targets.append((model.name, ref))
+            else:  # only the ids its data holds: some may have been erased from its lineage before
+                kind = latest.sample_id_kind
+                mine = set(held[linked])
+                ids_of_model = tuple(
+                    from_text(kind, t) for t in to_texts(kind, sample_ids or []) if t in mine
+                )
+                targets.append((model.name, Reference(sample_ids=ids_of_model)))
+        in_latest = held.get(latest.version, [])
+        lineage = sorted(v for v in held if v != latest.version)
+    ids = list(found)
+    if not targets and not in_latest:
+        # No model holds them and the dataset's latest version lacks them: erased before, nothing
+        # left to do, and the answer says so.
+        return _write(
+            ctx,
+            db,
+            principal,
+            dataset,
+            erasure_id,
+            ref,
+            ids,
+            [],
+            latest.version,
+            idem,
+            noop=True,
+            lineage=lineage,
+        )
     prepared = [
         prepare(
             ctx,
             principal,
             name,
-            Intake(source=None, inline=False, subject=subject, reference=ref, erasure_id=erasure_id),
+            Intake(source=None, inline=False, subject=subject, reference=model_ref, erasure_id=erasure_id),
         )
-        for name in targets
+        for name, model_ref in targets
     ]
-    return _write(ctx, db, principal, dataset, erasure_id, ref, ids, prepared, selection.version, idem)
+    return _write(
+        ctx, db, principal, dataset, erasure_id, ref, ids, prepared, latest.version, idem, lineage=lineage,
+        in_latest=in_latest,
+    )  # fmt: skip
 
 
 def _texts(ids: list[str | int] | None) -> list[str] | None:
@@ -122,10 +222,12 @@ def _write(
     ref: Reference,
     ids: list[str],
     prepared: list[Prepared],
-    found_in: int,
+    latest_version: int,
     idem: idempotency.IdempotencyContext | None,
     *,
     noop: bool = False,
+    lineage: list[int] | None = None,
+    in_latest: list[str] | None = None,
 ) -> Answer:
     erasure = Erasure(
         id=erasure_id,
@@ -133,19 +235,27 @@ def _write(
         dataset_id=dataset.id,
         subject=ref.subject,
         sample_ids=ids,
-        dataset_version=found_in,
+        dataset_version=latest_version,
         outcome=RequestOutcome.ALREADY_ERASED if noop else None,
         created_by_key=principal.key_id,
     )
     db.add(erasure)
     db.flush()
     requests = [record(ctx, db, principal, p) for p in prepared]
-    if not noop and not requests:
+    if not noop and not in_latest:
+        # The dataset's latest version lacks them already (a request on one model erased them):
+        # it is the version without them; the models that still hold them forget them now.
+        erasure.result_dataset_version = latest_version
+    if not noop and not requests and in_latest:
         # No model holds the samples: the data set itself forgets them now.
         latest = get_version(
             db, get_dataset(db, principal.tenant_id, dataset.name, for_update=True), "latest"
         )
-        erasure.result_dataset_version = erase_samples(db, ctx, latest.id, ids, principal.actor).version
+        present = list(index.positions(db, latest.id, in_latest))
+        erasure.result_dataset_version = (
+            erase_samples(db, ctx, latest.id, present, principal.actor).version if present else latest.version
+        )
+    if ids and (noop or not requests):
         # A reference set trained on them (of a model that no longer links this data) holds them.
         retire_sets_holding(
             db, ctx, dataset_id=dataset.id, sample_ids=ids, actor=principal.actor, erasure_ids=[erasure.id]
@@ -160,7 +270,8 @@ def _write(
             "dataset": dataset.name,
             "subject_digest": subject_digest(key, ref.subject),
             "n_samples": len(ids),
-            "dataset_version": found_in,
+            "dataset_version": latest_version,
+            "lineage_versions": lineage or [],
             "deletion_requests": [r.id for r in requests],
             "outcome": erasure.outcome,
             "result_dataset_version": erasure.result_dataset_version,

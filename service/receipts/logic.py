@@ -178,6 +178,19 @@ def erasure_receipt(session: Session, ctx: ServiceContext, tenant_id: str, erasu
         if after_number is not None
         else None
     )
+    # Versions other than the latest that held the samples, linked by models (lineages per model).
+    requested = _audit_payloads(session, tenant_id, erasure.id, "erasure.requested")
+    lineage_numbers = sorted({int(v) for p in requested for v in p.get("lineage_versions") or []})
+    lineage = [
+        {"version": v.version, "data_sha256": v.data_sha256, "n_samples": v.n_samples}
+        for v in session.scalars(
+            select(DatasetVersion)
+            .where(
+                DatasetVersion.dataset_id == erasure.dataset_id, DatasetVersion.version.in_(lineage_numbers)
+            )
+            .order_by(DatasetVersion.version)
+        )
+    ]
     return {
         "type": "erasure-receipt",
         "receipt_version": RECEIPT_VERSION,
@@ -199,6 +212,7 @@ def erasure_receipt(session: Session, ctx: ServiceContext, tenant_id: str, erasu
             }
             if after is not None
             else None,
+            "lineage": lineage,
         },
         "models": [deletion_receipt(session, ctx, tenant_id, r.id) for r in out.deletion_requests],
         "audit": _audit(session, tenant_id, [erasure.id]),

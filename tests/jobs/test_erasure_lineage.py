@@ -176,3 +176,90 @@ def test_a_dataset_erasure_after_a_model_request_keeps_each_lineage(
     assert a_link == api.get("/v1/datasets/train").json()["latest_version"]
     assert not _holds(api, a_link, X_IDS) and not _holds(api, a_link, Y_IDS)
     assert _holds(api, b_link, X_IDS) and not _holds(api, b_link, Y_IDS)
+
+
+def test_a_dataset_erasure_finds_a_subject_a_model_request_already_erased_from_the_latest(
+    api: ApiClient,
+    digits: Digits,  # noqa: F811
+) -> None:
+    """ "Erase X everywhere" reaches every model still holding X, though the dataset's latest
+    version lost X to a request on one model: X is looked up in the versions models link too."""
+    _setup(api, digits)
+    x_keys = _shard_keys_holding(api, X_IDS)
+    _forget(api, "a", X)  # the latest (2) lacks X; A links it, B still links 1
+    assert not _holds(api, 2, X_IDS) and _link(api, "b") == 1
+
+    r = api.post("/v1/datasets/train/erasures", json={"subject": X}, headers={"Idempotency-Key": "x"})
+    assert r.status_code == 202, r.text
+    erasure = r.json()
+    assert [d["model"] for d in erasure["deletion_requests"]] == ["b"], "A forgot X already"
+    assert erasure["n_samples"] == 10 and erasure["outcome"] is None
+    # The dataset's latest version (2) already lacks X: it is both the version before and after.
+    assert erasure["dataset_version"] == 2 and erasure["result_dataset_version"] == 2
+    again = api.post("/v1/datasets/train/erasures", json={"subject": X}, headers={"Idempotency-Key": "x"})
+    assert again.status_code == 202 and again.json() == erasure
+    # By sample ids too (a few of X's): the same fan-out, B only.
+    by_ids = api.post("/v1/datasets/train/erasures", json={"sample_ids": X_IDS[:3]})
+    assert by_ids.status_code == 202, by_ids.text
+    assert [d["model"] for d in by_ids.json()["deletion_requests"]] == ["b"]
+    assert by_ids.json()["n_samples"] == 3
+
+    [request] = erasure["deletion_requests"]
+    assert run_job(api.ctx, request["job_id"], "w1") == RunOutcome.SUCCEEDED
+    done = api.get(f"/v1/erasures/{erasure['id']}").json()
+    assert done["status"] == "completed", done
+    assert by_ids.json()["deletion_requests"][0]["job_id"] == request["job_id"], "one batch on B's queue"
+    assert api.get(f"/v1/erasures/{by_ids.json()['id']}").json()["status"] == "completed"
+    assert _link(api, "b") == 2 and _n_versions(api) == 2, "1 - X equals 2: reused"
+    receipt = api.get(f"/v1/erasures/{erasure['id']}/receipt").json()
+    data = receipt["training_data"]
+    assert data["before"]["version"] == 2 and data["after"]["version"] == 2
+    assert [v["version"] for v in data["lineage"]] == [1] and data["lineage"][0]["n_samples"] == N_TRAIN
+    assert [m["model"] for m in receipt["models"]] == ["b"]
+
+    # No ready model version links a version holding X any more: every shard that held X goes.
+    reconcile_once(api.ctx)
+    assert api.get("/v1/datasets/train/versions/1").json()["status"] == "purged"
+    assert _shard_keys_holding(api, X_IDS) == set()
+    assert x_keys.isdisjoint(api.ctx.storage.keys("dataset-shards"))
+
+    # Now no model holds X and the data lacks it: a no-op that says so; an unknown subject is 404.
+    r = api.post("/v1/datasets/train/erasures", json={"subject": X})
+    assert r.status_code == 200 and r.json()["outcome"] == "already_erased", r.text
+    assert r.json()["deletion_requests"] == []
+    r = api.post("/v1/datasets/train/erasures", json={"sample_ids": X_IDS[:2]})
+    assert r.status_code == 200 and r.json()["outcome"] == "already_erased", r.text
+    assert api.post("/v1/datasets/train/erasures", json={"subject": "user-999"}).status_code == 404
+    r = api.post("/v1/datasets/train/erasures", json={"sample_ids": ["nope"]})
+    assert r.status_code == 422 and r.json()["missing_sample_ids"] == ["nope"]
+    assert api.get("/v1/audit/verify").json()["ok"] is True
+
+
+def test_a_dataset_erasure_already_erased_by_model_requests_is_a_no_op(
+    api: ApiClient,
+    digits: Digits,  # noqa: F811
+) -> None:
+    """Both models forgot X by requests on each: no erasure was ever made, yet the answer is the
+    no-op "already_erased", not a 404."""
+    _setup(api, digits)
+    _forget(api, "a", X)
+    _forget(api, "b", X)
+    r = api.post("/v1/datasets/train/erasures", json={"subject": X})
+    assert r.status_code == 200 and r.json()["outcome"] == "already_erased", r.text
+    assert r.json()["deletion_requests"] == [] and r.json()["status"] == "completed"
+
+
+def test_a_dataset_erasure_by_ids_asks_each_model_for_what_its_data_holds(
+    api: ApiClient,
+    digits: Digits,  # noqa: F811
+) -> None:
+    _setup(api, digits)
+    _forget(api, "a", X)  # A's data lacks X's samples, B's holds them
+    r = api.post("/v1/datasets/train/erasures", json={"sample_ids": [X_IDS[0], Y_IDS[0]]})
+    assert r.status_code == 202, r.text
+    assert r.json()["n_samples"] == 2
+    asked = {
+        d["model"]: api.get(f"/v1/deletion-requests/{d['id']}").json()["n_samples"]
+        for d in r.json()["deletion_requests"]
+    }
+    assert asked == {"a": 1, "b": 2}
