@@ -87,16 +87,18 @@ class Settings(BaseSettings):
         }
     )
 
-    # Acceptance policy defaults (per-request overrides are bounded by the *_max values).
-    policy_max_eval_accuracy_drop: float = 0.05
+    # Acceptance policy: this service's values where they differ from the policy's own defaults,
+    # which live once, in service/jobs/policy.py (None: the policy's default). Per-request
+    # overrides of the utility budget are bounded by the *_limit value.
+    policy_max_eval_accuracy_drop: float | None = Field(default=None, ge=0, le=1)
     policy_max_eval_accuracy_drop_limit: float = 0.5
-    policy_require_forgetting: bool = True
+    policy_require_forgetting: bool | None = None
     # Reject a job whose forget set looks far *less* familiar than unseen data (two-sided MIA,
     # service/jobs/policy.py). Off by default: the flag and the check are always recorded, but the
     # retain-aware default (neggrad_plus) over-forgets small forget sets (10 samples: AUC 0.27
     # against a sized limit of 0.31, tests/jobs/test_erasure.py), so enforcing it is the operator's
     # (or the request's) choice.
-    policy_reject_over_forgetting: bool = False
+    policy_reject_over_forgetting: bool | None = None
     # Per-example membership testing (service/references, docs/methods.md "Reference models"):
     # how many reference models a model's reference set has unless the request says (0: off: no
     # set is built and no job is tested), and the most a request may ask for.

@@ -105,11 +105,13 @@ class AcceptancePolicy(BaseModel):
     @classmethod
     def resolve(cls, settings: Settings, requested: AcceptancePolicy | None) -> AcceptancePolicy:
         """The service's defaults, refined by what the request set explicitly."""
-        values: dict[str, Any] = {
+        service = {
             "max_eval_accuracy_drop": settings.policy_max_eval_accuracy_drop,
             "require_forgetting": settings.policy_require_forgetting,
             "reject_over_forgetting": settings.policy_reject_over_forgetting,
         }
+        # The policy's own defaults where the service sets nothing (they are written only here).
+        values: dict[str, Any] = {k: v for k, v in service.items() if v is not None}
         if requested is not None:
             values.update(requested.model_dump(exclude_unset=True))
         policy = cls.model_validate(values)

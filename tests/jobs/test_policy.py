@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from service.jobs.policy import AcceptancePolicy, PolicyDecision
+import pytest
+
+from service.jobs.policy import AcceptancePolicy, PolicyDecision, PolicyLimitError
+from tests.service_fixtures import make_settings
 
 POLICY = AcceptancePolicy(max_eval_accuracy_drop=0.05, require_forgetting=True)
 
@@ -59,3 +63,21 @@ def test_class_scope_measures_utility_on_the_other_classes() -> None:
     still_known = {**r, "after": {**r["after"], "forget_accuracy": 0.4}}
     out = evaluate_policy(POLICY, still_known)
     assert not out["accepted"] and not out["checks"]["forgetting"]["ok"]
+
+
+def test_the_service_sets_only_what_differs_from_the_policy_defaults(tmp_path: Path) -> None:
+    defaults = AcceptancePolicy.model_validate({})
+    # Nothing set: the policy's own defaults, written once in service/jobs/policy.py.
+    plain = AcceptancePolicy.resolve(make_settings(tmp_path), None)
+    assert plain.model_dump() == defaults.model_dump()
+    # The operator's values win over the defaults; a request's win over both, within the limit.
+    settings = make_settings(tmp_path, policy_max_eval_accuracy_drop=0.1, policy_reject_over_forgetting=True)
+    service = AcceptancePolicy.resolve(settings, None)
+    assert (service.max_eval_accuracy_drop, service.reject_over_forgetting) == (0.1, True)
+    assert service.require_forgetting is defaults.require_forgetting
+    asked = AcceptancePolicy.resolve(
+        settings, AcceptancePolicy.model_validate({"max_eval_accuracy_drop": 0.2})
+    )
+    assert (asked.max_eval_accuracy_drop, asked.reject_over_forgetting) == (0.2, True)
+    with pytest.raises(PolicyLimitError):
+        AcceptancePolicy.resolve(settings, AcceptancePolicy.model_validate({"max_eval_accuracy_drop": 0.9}))
