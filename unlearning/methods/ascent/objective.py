@@ -269,9 +269,10 @@ class KLAnchor(Objective):
         """KL(original ‖ current) [B] on λ·x + (1−λ)·x[π], one λ ~ U(0, 1) and pairing π per sample."""
         assert self.frozen is not None
         b = x.shape[0]
-        lam = torch.rand((b,) + (1,) * (x.dim() - 1), generator=self.generator)
+        # Drawn on the CPU generator (reproducible whatever the device), then moved once.
+        lam = torch.rand((b,) + (1,) * (x.dim() - 1), generator=self.generator).to(x.device, x.dtype)
         perm = torch.randperm(b, generator=self.generator).to(x.device)
-        mixed = {"inputs": lam.to(x.device, x.dtype) * x + (1 - lam.to(x.device, x.dtype)) * x[perm]}
+        mixed = {"inputs": lam * x + (1 - lam) * x[perm]}
         with torch.no_grad():
             teacher = _log_probs(logits(self.frozen, mixed))
         student = _log_probs(logits(net, mixed))
