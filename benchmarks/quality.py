@@ -103,7 +103,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # The anchored default without the mixed anchor pairs, at the lr it had before them: what the
     # mixup and the matching lr of OBJECTIVE_DEFAULTS bring (docs/methods.md).
     "ga-no-mixup": ("ga", {"anchor_mixup": False, "lr": 1e-3}),
+    # Language models: the default without the anchor's noised copies, and the default before them
+    # (stop at forget accuracy ≤ eval accuracy, the anchor's batch as the classifiers').
+    "ga-lm-no-copies": ("ga", {"anchor_copies": 0}),
+    "ga-lm-eval-stop": ("ga", {"early_stop": "eval_accuracy", "anchor_copies": 0, "anchor_batch_size": 256}),
 }
+# Variants that only mean something on some settings: run on settings whose name starts so.
+VARIANT_SETTINGS: dict[str, str] = {"ga-lm-no-copies": "markov", "ga-lm-eval-stop": "markov"}
 # The reference row is the benchmark's own retraining (the engine's ``retrain`` with the same recipe).
 SKIP_METHODS = {"retrain"}
 # Retain-free methods whose defaults the targets speak of.
@@ -113,10 +119,19 @@ RETAIN_AWARE_DEFAULT = "neggrad_plus"
 LIRA_FPRS = (0.01, 0.05)
 
 
-def method_rows(include_variants: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
+def method_rows(
+    include_variants: bool = True, setting: str | None = None
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The rows to run: every method, then the variants (those of ``setting`` when given)."""
     rows = {m: (m, BENCH_PARAMS.get(m, {})) for m in list_methods() if m not in SKIP_METHODS}
     if include_variants:
-        rows.update({k: v for k, v in VARIANTS.items() if v[0] in rows})
+        rows.update(
+            {
+                k: v
+                for k, v in VARIANTS.items()
+                if v[0] in rows and (setting is None or setting.startswith(VARIANT_SETTINGS.get(k, "")))
+            }
+        )
     return rows
 
 
@@ -367,7 +382,7 @@ def run_setting_seed(
     candidates: dict[str, tuple[nn.Module, dict[str, Any]]] = {"original": (original, {})}
     if refs:
         candidates["retrain-reseeded"] = (refs[0], {"lira_exclude": 0})
-    for row, (method, base) in method_rows(include_variants).items():
+    for row, (method, base) in method_rows(include_variants, setting.name).items():
         params = _with_scope(method, base, setting, forget)
         needs_retain = get_method(method).requires_retain
         cpu = time.process_time()

@@ -1,7 +1,8 @@
 """The ascent's checks: θ evaluated on the forget, utility and unseen sets, and what each check decides.
 
 A check gives forget accuracy and loss, eval accuracy and loss on the utility set, and (scope
-"class") the accuracy on the forgotten classes' eval samples. The MIA AUC (a rank statistic: a sort
+"class") the accuracy on the forgotten classes' eval samples; without a stopping rule (checks for
+the utility guard alone) only the utility set's. The MIA AUC (a rank statistic: a sort
 per check) is computed only where it decides (rule "mia") or is reported (the accepted and the
 rejected check): the losses it needs travel with the check until then.
 """
@@ -53,14 +54,18 @@ class Checker:
         params: AscentParams,
         task: Task,
         device: torch.device,
+        guard_only: bool = False,
     ) -> None:
         self.net, self.mode, self.params, self.task, self.device = net, mode, params, task, device
-        self.has_utility, self.has_unseen = utility is not None, unseen is not None
+        # Checks that serve the utility guard alone (no stopping rule) measure only the utility set:
+        # the forget set is most of a check's cost, and nothing would read it.
+        self.guard_only = guard_only and utility is not None
+        self.has_utility = utility is not None
+        self.has_unseen = unseen is not None and not self.guard_only
         # Forget, utility and unseen sets (the unseen set is the utility set in the samples scope):
         # joined into one set they take one pass (one head product when features are cached).
-        self.parts = [
-            d for d in (forget, utility, unseen if unseen is not utility else None) if d is not None
-        ]
+        sets = (utility,) if self.guard_only else (forget, utility, unseen if unseen is not utility else None)
+        self.parts = [d for d in sets if d is not None]
         self.joined = _join(self.parts)
         self.sizes = [num_samples(d) for d in self.parts]
         self.count = 0
@@ -72,6 +77,10 @@ class Checker:
             pairs = list(zip(ls.split(self.sizes), cs.split(self.sizes), strict=True))
         else:
             pairs = [per_sample_metrics(self.net, d, task=self.task, device=self.device) for d in self.parts]
+        if self.guard_only:
+            el, ec = pairs[0]
+            utility = {"eval_accuracy": float(ec.double().mean()), "eval_loss": float(el.double().mean())}
+            return Check(utility, None)
         (fl, fc), rest = pairs[0], pairs[1:]
         res = {"forget_accuracy": float(fc.double().mean()), "forget_loss": float(fl.double().mean())}
         if self.has_utility:

@@ -75,8 +75,9 @@ class AscentLoop:
             npo_beta=p.npo_beta,
             anchor=self.plan.anchor is not None,
             anchor_weight=self.plan.anchor_weight,
-            anchor_batch_size=p.anchor_batch_size or self.plan.batch_size,
+            anchor_batch_size=self.plan.anchor_batch_size,
             anchor_mixup=self.plan.anchor_mixup,
+            anchor_copies=self.plan.anchor_copies,
         )
 
     def _prepare(self, theta: list[torch.nn.Parameter]) -> None:
@@ -110,6 +111,14 @@ class AscentLoop:
                 self.features_cached = True
             except ClosedFormNotApplicable as exc:
                 self.feature_cache_skipped = str(exc)
+        # The guard needs eval samples to guard. It runs with a stopping rule, and in a fixed-epoch
+        # run of an objective that pushes on (ascent, NPO: a causal LM's default runs so), with a
+        # check after every epoch; loss matching without a rule is left to its turning point.
+        drop = params.max_eval_drop
+        guarded = plan.mode is not None or plan.objective != "match"
+        self.guard = UtilityGuard(drop) if guarded and u_set is not None and drop is not None else None
+        # Checks run for the stopping rule or for the guard.
+        self.checking = plan.mode is not None or self.guard is not None
         self.checker = Checker(
             self.net,
             self.f_set,
@@ -119,9 +128,8 @@ class AscentLoop:
             params=params,
             task=ctx.task,
             device=ctx.device,
+            guard_only=plan.mode is None and self.guard is not None,
         )
-        drop = params.max_eval_drop  # the guard needs checks and eval samples to guard
-        self.guard = UtilityGuard(drop) if plan.mode and u_set is not None and drop is not None else None
         n_theta = sum(p.numel() for p in theta)
         self.l1_coef = params.alpha if params.alpha_mode == "sum" else params.alpha / n_theta
         self.opt: torch.optim.Optimizer = (
@@ -131,17 +139,18 @@ class AscentLoop:
                 theta, lr=plan.lr, momentum=params.momentum, weight_decay=params.weight_decay
             )
         )
-        # The adaptive schedule decides the rate at every check, so it needs checks (a stopping rule).
+        # The adaptive schedule decides the rate at every check, so it needs checks (a stopping rule
+        # or the guard).
         self.schedule: StepSchedule = (
             AdaptiveSchedule(params, plan.lr)
-            if params.step_schedule == "adaptive" and plan.mode is not None
+            if params.step_schedule == "adaptive" and self.checking
             else ConstantSchedule(self.opt, params.milestones, params.gamma)
         )
         self.safe = [p.detach().clone() for p in theta]  # θ at the last accepted check
         self.generator = torch.Generator().manual_seed(ctx.seed)
         # A stopping rule or loss matching (which turns around at its target) runs within the
-        # budget max_epochs; anything else runs its fixed epochs.
-        self.max_epochs = params.max_epochs if plan.mode or plan.objective == "match" else params.epochs
+        # budget max_epochs; anything else runs its fixed epochs (resolved by the plan).
+        self.max_epochs = params.max_epochs if plan.mode or plan.objective == "match" else plan.epochs
         # The objective's own data (reference losses, unseen-loss targets, the original's outputs on
         # the anchor set), taken now, with θ still the original's.
         self.extras = self.objective.prepare(
@@ -225,7 +234,7 @@ class AscentLoop:
         """One check: accept θ or send it back; True when the loop should stop."""
         now = self.checker()
         tripped = self.guard is not None and self.guard.trips(now.metrics)
-        reached = not tripped and self.checker.reached(now.metrics)
+        reached = not tripped and self.plan.mode is not None and self.checker.reached(now.metrics)
         if self.since_safe > 0 and self.schedule.backtracks(tripped, reached):
             self._back_to_safe()
             if self.schedule.after_backtrack(tripped, now if tripped else None):
@@ -290,9 +299,9 @@ class AscentLoop:
         return self.report()
 
     def _epochs(self) -> None:
-        ctx, params, mode = self.ctx, self.params, self.plan.mode
+        ctx, params, checking = self.ctx, self.params, self.checking
         check_every = params.check_every
-        stopped = self.check() if mode is not None else self._already_unseen()
+        stopped = self.check() if checking else self._already_unseen()
         subset: dict[str, torch.Tensor] | None = None
         for epoch in range(self.max_epochs):
             if stopped:
@@ -311,12 +320,12 @@ class AscentLoop:
             for batch in batches:
                 ctx.check_cancel()
                 self.step(batch, epoch)
-                if mode and check_every and self.steps % check_every == 0 and self.check():
+                if checking and check_every and self.steps % check_every == 0 and self.check():
                     stopped = True
                     break
             self.schedule.end_epoch()
             self.epochs_run = epoch + 1
-            if mode and not stopped and not check_every:
+            if checking and not stopped and not check_every:
                 stopped = self.check()
             ctx.progress("unlearn", (epoch + 1) / self.max_epochs)
         self.stopped = stopped
@@ -353,10 +362,10 @@ class AscentLoop:
         out["checks"] = self.checker.count
         out["backtracks"] = self.backtracks
         unseen_already = self.stop_reason == "already_unseen"
-        out["stopped_early"] = (mode is not None or unseen_already) and self.stopped
+        out["stopped_early"] = (self.checking or unseen_already) and self.stopped
         if mode:
             out["target_reached"] = self.stop_reason == "target_reached"
-        if mode or unseen_already:
+        if self.checking or unseen_already:
             out["last_check"] = self.checker.reported(self.last)
         out["final_lr"] = out["final_step_size"] = self.schedule.final_lr(self.opt)
         return out

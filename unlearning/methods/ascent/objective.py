@@ -18,7 +18,8 @@ Forget terms, all weighted per sample (IMU's influence weights, or ones):
   turns around past the target instead of pushing on.
 
 Other terms: :class:`KLAnchor`, λ·KL(original ‖ current) on batches of the anchor set (held-out
-data): it keeps the model's function where the forget term should not reach.
+data, widened by mixes of float inputs or noised copies of token sequences): it keeps the model's
+function where the forget term should not reach.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import nn
 from unlearning.batching import iterate_batches
 from unlearning.budgets import output_size
 from unlearning.losses import lm_targets, logits, loss_from_logits
+from unlearning.methods.ascent.resample import resampled_copies
 from unlearning.samples import num_samples, take
 from unlearning.types import Dataset, Task
 
@@ -196,9 +198,11 @@ class KLAnchor(Objective):
 
     name = "kl_anchor"
 
-    def __init__(self, weight: float, batch_size: int, mixup: bool = False) -> None:
-        self.weight, self.batch_size, self.mixup = weight, batch_size, mixup
+    def __init__(self, weight: float, batch_size: int, mixup: bool = False, copies: int = 0) -> None:
+        self.weight, self.batch_size, self.mixup, self.copies = weight, batch_size, mixup, copies
         self.data: Dataset | None = None
+        self.n_held_out = 0  # anchor samples before any noised copies
+        self.copied = 0  # noised copies per sequence actually added (token ids of a causal LM only)
         self.teacher: torch.Tensor | None = None  # cached log-probs [M, C] or [M, T-1, V]
         self.frozen: nn.Module | None = None
         self.mixing = False  # mixup asked for and possible (float classification inputs)
@@ -209,15 +213,22 @@ class KLAnchor(Objective):
         assert data.anchor is not None
         self.data, self.task = data.anchor, data.task
         self.device, self.generator = data.device, data.generator
-        m = num_samples(data.anchor)
-        outputs = output_size(data.net) or 1
+        self.n_held_out = num_samples(data.anchor)
         ids = data.anchor.get("input_ids")
+        if self.copies and data.task == "causal-lm" and ids is not None and not ids.is_floating_point():
+            # Token ids (not cached head features): the noised copies join the anchor set, scored
+            # by the original below like the held-out sequences themselves.
+            extra = resampled_copies(data.net, data.anchor, self.copies, data.generator, device=data.device)
+            self.data = {k: torch.cat([v, extra[k].to(v.device)]) for k, v in data.anchor.items()}
+            self.copied = self.copies
+        m = num_samples(self.data)
+        outputs = output_size(data.net) or 1
         per_sample = outputs * (int(ids.shape[1]) if ids is not None and data.task == "causal-lm" else 1)
         if m * per_sample <= TEACHER_CACHE_MAX_ELEMENTS:
             with torch.no_grad():
                 parts = [
                     self._teacher_of(data.net, b)
-                    for b in iterate_batches(data.anchor, 1024, device=data.device, num_outputs=outputs)
+                    for b in iterate_batches(self.data, 1024, device=data.device, num_outputs=outputs)
                 ]
             self.teacher = torch.cat(parts)
         inputs = data.anchor.get("inputs")
@@ -283,7 +294,8 @@ class KLAnchor(Objective):
             "anchor": "kl",
             "anchor_weight": self.weight,
             "anchor_mixup": self.mixing,
-            "n_anchor": num_samples(self.data) if self.data is not None else 0,
+            "anchor_copies": self.copied,
+            "n_anchor": self.n_held_out,
         }
 
 
@@ -324,6 +336,7 @@ def build_objective(
     anchor_weight: float,
     anchor_batch_size: int,
     anchor_mixup: bool = False,
+    anchor_copies: int = 0,
 ) -> Objective:
     """The objective of resolved params: the forget term ``name``, plus the KL anchor when on."""
     forget: Objective
@@ -335,4 +348,4 @@ def build_objective(
         forget = WeightedAscent()
     if not anchor:
         return forget
-    return Combined([forget, KLAnchor(anchor_weight, anchor_batch_size, anchor_mixup)])
+    return Combined([forget, KLAnchor(anchor_weight, anchor_batch_size, anchor_mixup, anchor_copies)])
