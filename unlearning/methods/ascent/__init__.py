@@ -18,15 +18,17 @@ Options beyond the IMU paper (``params.py``), for a service that must forget wit
 * ``early_stop``: ``"eval_accuracy"`` stops once forget accuracy ≤ eval accuracy,
   ``"forget_accuracy"`` once forget accuracy ≤ ``forget_accuracy_target``, ``"mia"`` once the
   loss-MIA AUC forget-vs-eval ≤ ``mia_target``; ``"auto"`` = ``"forget_accuracy"`` for
-  ``scope="class"``, else ``"eval_accuracy"`` when an eval set is given, else none. Checked before the
-  first step and after every epoch (or every ``check_every`` steps), at most ``max_epochs`` epochs.
+  ``scope="class"``, none for loss matching and for a causal LM (fixed epochs: ``plan.py``), else
+  ``"eval_accuracy"`` when an eval set is given, else none. Checked before the first step and after
+  every epoch (or every ``check_every`` steps), at most ``max_epochs`` epochs.
 * ``recompute="epoch"`` (imu): recompute influences and weights on the current model every epoch.
-* ``max_eval_drop`` (with early stopping and an eval set): a utility guard — once eval accuracy falls
-  more than this below its starting value, θ goes back to the last check within the limit and the
-  loop stops (``stop_reason="max_eval_drop"``): the most forgetting the utility budget allows. (The
-  adaptive step schedule goes on with smaller steps instead of stopping at once: ``schedule.py``.)
-* ``step_schedule``: ``"constant"`` or ``"adaptive"`` (``schedule.py``). Without early stopping there
-  are no checks and the schedule is constant. The report gives ``step_schedule`` (as run), ``steps``
+* ``max_eval_drop`` (with an eval set, and early stopping or an objective that pushes on): a
+  utility guard — once eval accuracy falls more than this below its starting value, θ goes back to
+  the last check within the limit and the loop stops (``stop_reason="max_eval_drop"``): the most
+  forgetting the utility budget allows. (The adaptive step schedule goes on with smaller steps
+  instead of stopping at once: ``schedule.py``.)
+* ``step_schedule``: ``"constant"`` or ``"adaptive"`` (``schedule.py``). Without checks (no stopping
+  rule and no guard) the schedule is constant. The report gives ``step_schedule`` (as run), ``steps``
   (every step taken, backtracked ones included), ``checks``, ``backtracks`` (θ sent back, the constant
   schedule's final guard stop included) and ``final_step_size`` (the rate of the last step: a
   fraction of ‖θ‖ with ``lr_mode="relative"``).

@@ -7,7 +7,8 @@ A preset is a set of defaults; whatever the caller sets explicitly wins. No ``pr
   forget losses up to the losses of unseen data and no further (``objective="auto"``: loss matching
   with an eval set, NPO without), a KL term to the original model on the anchor half of the eval set
   (``anchor="auto"``), Adam, early stop when forgetting is reached on the anchor half, and the utility
-  guard (``max_eval_drop`` 0.05).
+  guard (``max_eval_drop`` 0.05). On a causal LM: NPO for a fixed number of epochs under the guard,
+  the anchor widened by noised copies of its sequences (``OBJECTIVE_DEFAULTS``).
 * ``"adaptive"``: the previous service default: last layer, plain ascent with relative steps under
   the adaptive step schedule, early stop and the guard, no anchor.
 * ``"official"``: the IMU paper's recipe (``methods/imu.py``), train-mode forward included.
