@@ -44,9 +44,12 @@ FIXED_VARIANCE_BELOW = 16
 _MIN_STD = 1e-3  # a floor: a sample every reference scores alike must not give infinite scores
 
 
-def _logit_conf(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """log p_y − log(1 − p_y) = z_y − logsumexp_{j≠y} z_j, from logits [..., C], stable in float64."""
-    z = z.double()
+def confidence_from_logits(
+    z: torch.Tensor, target: torch.Tensor, *, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """log p_y − log(1 − p_y) = z_y − logsumexp_{j≠y} z_j, from logits [..., C], stable (in float64
+    by default; differentiable, so an objective may use it in float32)."""
+    z = z.to(dtype)
     zy = z.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     others = z.scatter(-1, target.unsqueeze(-1), float("-inf"))
     return zy - torch.logsumexp(others, dim=-1)
@@ -69,9 +72,9 @@ def logit_confidence(
 
     def phi(z: torch.Tensor, batch: Dataset) -> torch.Tensor:
         if task == "classification":
-            return _logit_conf(z, batch["labels"].long())
+            return confidence_from_logits(z, batch["labels"].long())
         targets, valid = lm_targets(batch)
-        conf = _logit_conf(z[:, :-1], targets.long())
+        conf = confidence_from_logits(z[:, :-1], targets.long())
         v = valid.to(conf.dtype)
         return (conf * v).sum(1) / v.sum(1).clamp_min(1.0)
 

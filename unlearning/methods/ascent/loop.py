@@ -17,8 +17,9 @@ import torch
 from unlearning.batching import iterate_batches
 from unlearning.losses import logits
 from unlearning.methods.ascent.checks import Check, Checker, UtilityGuard
+from unlearning.methods.ascent.compose import build_objective
 from unlearning.methods.ascent.features import cache_features
-from unlearning.methods.ascent.objective import Objective, ObjectiveData, build_objective
+from unlearning.methods.ascent.objective import Objective, ObjectiveData
 from unlearning.methods.ascent.params import AscentParams
 from unlearning.methods.ascent.plan import CheckPlan
 from unlearning.methods.ascent.schedule import AdaptiveSchedule, ConstantSchedule, StepSchedule
@@ -78,6 +79,7 @@ class AscentLoop:
             anchor_batch_size=self.plan.anchor_batch_size,
             anchor_mixup=self.plan.anchor_mixup,
             anchor_copies=self.plan.anchor_copies,
+            match_on=self.plan.match_on,
         )
 
     def _prepare(self, theta: list[torch.nn.Parameter]) -> None:

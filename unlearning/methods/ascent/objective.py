@@ -15,7 +15,8 @@ Forget terms, all weighted per sample (IMU's influence weights, or ones):
 * :class:`LossMatching`: Σ w·(ℓ − t)² / Σ w, each forget loss pulled to the loss unseen data has at
   the same rank (the quantile of the unseen losses under the original model): the forget losses end
   up distributed as those of unseen data, which is what a retrained model gives them, and the pull
-  turns around past the target instead of pushing on.
+  turns around past the target instead of pushing on. A causal LM's matching; a classifier's
+  default matches the label's confidence instead (``confidence_matching.py``).
 
 Other terms: :class:`KLAnchor`, λ·KL(original ‖ current) on batches of the anchor set (held-out
 data, widened by mixes of float inputs or noised copies of token sequences): it keeps the model's
@@ -92,7 +93,7 @@ class Objective(ABC):
         return {"objective": self.name}
 
 
-def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (weights * values).sum() / weights.sum()
 
 
@@ -105,7 +106,7 @@ class WeightedAscent(Objective):
         self, net: nn.Module, batch: Mapping[str, torch.Tensor], weights: torch.Tensor, task: Task
     ) -> torch.Tensor:
         ce = loss_from_logits(logits(net, batch), batch, task)
-        return -_weighted_mean(ce, weights)
+        return -weighted_mean(ce, weights)
 
 
 class NPO(Objective):
@@ -128,7 +129,7 @@ class NPO(Objective):
     ) -> torch.Tensor:
         loss = loss_from_logits(logits(net, batch), batch, task)
         npo = F.softplus(self.beta * (batch[REF_LOSS_KEY] - loss)) * (2.0 / self.beta)
-        return _weighted_mean(npo, weights)
+        return weighted_mean(npo, weights)
 
     def describe(self) -> dict[str, Any]:
         return {"objective": self.name, "npo_beta": self.beta}
@@ -174,7 +175,7 @@ class LossMatching(Objective):
         b = loss.numel()
         rank = torch.argsort(torch.argsort(loss.detach()))
         target = quantiles_of_sorted(self.targets, (rank.to(loss.dtype) + 0.5) / b)
-        return _weighted_mean((loss - target) ** 2, weights)
+        return weighted_mean((loss - target) ** 2, weights)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"objective": self.name}
@@ -326,26 +327,3 @@ class Combined(Objective):
             out.update(t.describe())
         out["objective"] = self.terms[0].describe()["objective"]
         return out
-
-
-def build_objective(
-    name: str,
-    *,
-    npo_beta: float,
-    anchor: bool,
-    anchor_weight: float,
-    anchor_batch_size: int,
-    anchor_mixup: bool = False,
-    anchor_copies: int = 0,
-) -> Objective:
-    """The objective of resolved params: the forget term ``name``, plus the KL anchor when on."""
-    forget: Objective
-    if name == "npo":
-        forget = NPO(npo_beta)
-    elif name == "match":
-        forget = LossMatching()
-    else:
-        forget = WeightedAscent()
-    if not anchor:
-        return forget
-    return Combined([forget, KLAnchor(anchor_weight, anchor_batch_size, anchor_mixup, anchor_copies)])

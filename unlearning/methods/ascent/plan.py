@@ -21,6 +21,7 @@ from unlearning.methods.ascent.params import (
     NO_ANCHOR_EPOCHS,
     OBJECTIVE_DEFAULTS,
     AscentParams,
+    MatchSpace,
     ObjectiveName,
     StopRule,
 )
@@ -43,6 +44,7 @@ class CheckPlan:
     anchor_batch_size: int = 256  # resolved (OBJECTIVE_DEFAULTS)
     anchor_copies: int = 0  # resolved (OBJECTIVE_DEFAULTS)
     epochs: int = 2  # of a run without a stopping rule, resolved (OBJECTIVE_DEFAULTS)
+    match_on: MatchSpace = "loss"  # what objective "match" matches, resolved
 
 
 def _early_stop_mode(
@@ -132,12 +134,23 @@ def _sizes(params: AscentParams, objective: ObjectiveName, task: Task, anchored:
         "anchor_copies": int(copies if copies is not None else defaults["anchor_copies"]),
         "anchor_batch_size": int(abs_ if abs_ is not None else defaults["anchor_batch_size"]),
         "epochs": int(epochs),
+        "match_on": _match_on(params, task, objective),
         "lr": float(params.lr if params.lr is not None else defaults["lr"]),
         "batch_size": int(params.batch_size if params.batch_size is not None else defaults["batch_size"]),
         "anchor_weight": float(
             params.anchor_weight if params.anchor_weight is not None else defaults["anchor_weight"]
         ),
     }
+
+
+def _match_on(params: AscentParams, task: Task, objective: ObjectiveName) -> MatchSpace:
+    """``"auto"``: the label's confidence on a classifier, the loss on a causal LM (a sequence has
+    no single label to be confident in)."""
+    if objective == "match" and params.match_on == "confidence" and task != "classification":
+        raise ParamsError('match_on="confidence" needs a classification task (labels)')
+    if params.match_on != "auto":
+        return params.match_on
+    return "confidence" if task == "classification" else "loss"
 
 
 def _anchor(params: AscentParams, utility: Dataset | None) -> Dataset | None:
