@@ -2,7 +2,8 @@
 
 Same θ, objective, anchor, optimizer, schedule and options (presets, early stop, ``scope="class"``,
 feature caching), so that a comparison isolates the influence weighting; under the default
-(``"anchored"``) preset that is loss matching or NPO with the KL anchor, not plain ascent. The
+(``"anchored"``) preset that is matching (of the label's confidence on a classifier) or NPO with the
+KL anchor, not plain ascent. The
 official ``GA.py`` of ``goodluckisallyouneed/IMU`` ascends on all parameters without the L1 term:
 ``{"preset": "official", "target": "all", "alpha": 0}`` reproduces it.
 """

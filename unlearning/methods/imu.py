@@ -9,8 +9,9 @@ computed once at epoch 0. ``{"preset": "official"}`` runs exactly that, its trai
 passes included (``bn_mode="train"``); the only deliberate deviation is that the official code's
 overwrite of sample 0's gradient (an in-place ``+=`` on a view in ``compute_all_gradients``) is not
 reproduced. ``imu`` with no params runs the recommended ``"anchored"`` preset (docs/methods.md):
-every parameter, loss matching or NPO under a KL anchor, the weights over every sample of negative
-influence, eval-mode steps (only θ changes; BatchNorm statistics and dropout stay as registered).
+every parameter, matching (of the label's confidence on a classifier) or NPO under a KL anchor, the
+weights over every sample of negative influence, eval-mode steps (only θ changes; BatchNorm
+statistics and dropout stay as registered).
 
 Options beyond the paper (relative steps, early stopping, the utility guard, the adaptive step
 schedule, class scope, feature caching) are the ascent loop's: see ``methods/ascent``.

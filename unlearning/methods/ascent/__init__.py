@@ -3,8 +3,8 @@
 
 :func:`ascend` runs a method from its per-sample weights: the plan (failing on params that cannot run
 before any work), the weights, then the :class:`~.loop.AscentLoop`. What a step minimises is an
-:class:`~.objective.Objective`: a forget term (plain ascent, NPO or loss matching to the unseen
-losses) plus, by default, a KL anchor to the original model on the held-out data the method was
+:class:`~.objective.Objective`: a forget term (plain ascent, NPO or matching to how the unseen data
+look) plus, by default, a KL anchor to the original model on the held-out data the method was
 given (``objective.py``); ``plan.py`` resolves which, and the defaults (the ``"anchored"`` preset,
 ``params.py``; docs/methods.md has the measurements).
 
@@ -18,7 +18,7 @@ Options beyond the IMU paper (``params.py``), for a service that must forget wit
 * ``early_stop``: ``"eval_accuracy"`` stops once forget accuracy ≤ eval accuracy,
   ``"forget_accuracy"`` once forget accuracy ≤ ``forget_accuracy_target``, ``"mia"`` once the
   loss-MIA AUC forget-vs-eval ≤ ``mia_target``; ``"auto"`` = ``"forget_accuracy"`` for
-  ``scope="class"``, none for loss matching and for a causal LM (fixed epochs: ``plan.py``), else
+  ``scope="class"``, none for matching and for a causal LM (fixed epochs: ``plan.py``), else
   ``"eval_accuracy"`` when an eval set is given, else none. Checked before the first step and after
   every epoch (or every ``check_every`` steps), at most ``max_epochs`` epochs.
 * ``recompute="epoch"`` (imu): recompute influences and weights on the current model every epoch.

@@ -255,7 +255,7 @@ class AscentLoop:
         return False
 
     def _already_unseen(self) -> bool:
-        """Loss matching (no stopping rule) checks once, before any step: forget samples whose losses
+        """Matching (no stopping rule) checks once, before any step: forget samples whose losses
         the loss attack cannot tell from the unseen data's (AUC not above 0.5 beyond its noise,
         ``verification.mia_flags``) already look as a retrained model would see them — a random
         10% of sklearn digits does, on a model that generalises — and the run takes no step."""

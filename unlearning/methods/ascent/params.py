@@ -121,7 +121,7 @@ CLASS_FORGET_ACCURACY_TARGET = 0.0
 StopRule = Literal["eval_accuracy", "forget_accuracy", "mia"]
 # The forget objectives once "auto" is resolved (see ``objective.py``).
 ObjectiveName = Literal["ascent", "npo", "match"]
-# What loss matching matches once "auto" is resolved: the logit-scaled confidence of the label (a
+# What matching matches once "auto" is resolved: the logit-scaled confidence of the label (a
 # classifier: ``confidence_matching.py``) or the per-sample loss (``objective.LossMatching``).
 MatchSpace = Literal["confidence", "loss"]
 
@@ -142,16 +142,16 @@ class AscentParams(MethodParams):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     epochs: int | None = Field(10, ge=1, le=100_000)  # None: by objective (OBJECTIVE_DEFAULTS)
-    # None: by objective (OBJECTIVE_DEFAULTS): loss matching ranks the forget losses within a batch,
-    # so it takes the forget set whole; NPO and ascent take small batches.
+    # None: by objective (OBJECTIVE_DEFAULTS): matching takes the forget set whole; NPO and ascent
+    # take small batches.
     batch_size: int | None = Field(256, ge=1, le=1_000_000)
     milestones: list[int] = Field(default_factory=lambda: [91, 136])
     gamma: float = Field(0.1, gt=0, le=1)
     # "train" runs the steps' forward passes in train mode (BatchNorm batch statistics, running
     # statistics updated, dropout on), as the official IMU/IAU code does; "eval" changes θ only.
     bn_mode: Literal["train", "eval"] = "eval"
-    # What a step minimises on the forget samples: plain (weighted) ascent, NPO, or loss matching to
-    # the unseen-data losses; "auto": see ``plan.resolve_objective``.
+    # What a step minimises on the forget samples: plain (weighted) ascent, NPO, or matching to how
+    # the unseen data look (``match_on``); "auto": see ``plan.resolve_objective``.
     objective: Literal["auto", "ascent", "npo", "match"] = "ascent"
     npo_beta: float = Field(1.0, gt=0, le=100)
     # What objective "match" matches; "auto": the label's logit-scaled confidence on a classifier

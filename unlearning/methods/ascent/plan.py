@@ -100,9 +100,9 @@ def split_by_class(forget: Dataset, eval: Dataset | None) -> tuple[list[int], Da
 def resolve_objective(params: AscentParams, task: Task, unseen: Dataset | None) -> ObjectiveName:
     """The forget objective ``"auto"`` stands for.
 
-    * Classification, samples scope, with unseen data: loss matching — a retrained model treats the
-      forget samples as unseen data, so their losses should end up distributed as the unseen
-      data's, no higher.
+    * Classification, samples scope, with unseen data: matching — a retrained model treats the
+      forget samples as unseen data, so they should end up as confident as the unseen data are,
+      no more (``confidence_matching.py``; ``match_on``).
     * Class scope: NPO — a retrained model has never seen the class, its losses there are far above
       those of the class's unseen samples under the original model, so there is no distribution to
       match; NPO's push fades as a sample's loss leaves the original's.
