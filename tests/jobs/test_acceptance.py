@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.db import session_scope
 from service.jobs.policy import AcceptancePolicy, accuracy_margin
 from service.jobs.runner import run_job
 from service.jobs.states import JobStatus, RunOutcome
-from service.tables import Job
-from tests.service_fixtures import ApiClient, make_checkpoint, make_dataset, make_settings
+from tests.jobs.helpers import job_row, register_model, submit
+from tests.service_fixtures import ApiClient, make_settings
 from unlearning.verification import mia_auc_margin
 
 
@@ -150,32 +149,11 @@ def test_class_scope_reads_over_forgetting_against_the_forgotten_classes() -> No
 # --- jobs ---------------------------------------------------------------------------------------
 
 
-def _model(api: ApiClient, name: str = "m") -> str:
-    api.create_model(name)
-    r = api.upload_version(name, make_checkpoint(), eval_set=make_dataset(128, seed=1))
-    assert r.status_code == 201, r.text
-    return name
-
-
-def _submit(api: ApiClient, model: str, seed: int = 2, **form: str) -> dict[str, Any]:
-    files = {"forget_set": ("f.safetensors", make_dataset(32, seed=seed), "application/octet-stream")}
-    r = api.post(f"/v1/models/{model}/deletion-requests", files=files, data=form)
-    assert r.status_code == 202, r.text
-    return r.json()
-
-
-def _job(api: ApiClient, job_id: str) -> Job:
-    with session_scope(api.ctx.session_factory) as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def test_a_default_job_runs_the_anchored_preset_and_is_graded_on_the_other_half(api: ApiClient) -> None:
-    req = _submit(api, _model(api))
+    req = submit(api, register_model(api, n_eval=128), n_forget=32)
     assert req["method"] == "ga" and req["params"]["preset"] == "anchored"
     assert run_job(api.ctx, req["job_id"], "w1") == RunOutcome.SUCCEEDED
-    metrics = _job(api, req["job_id"]).metrics
+    metrics = job_row(api, req["job_id"]).metrics
     assert metrics is not None
     split = metrics["eval_split"]
     anchor, check = set(split["anchor_indices"]), set(split["check_indices"])
@@ -198,19 +176,20 @@ OVER_FORGETTING = (
 
 def test_an_over_forgetting_job_is_flagged_and_rejected_when_the_policy_says_so(api: ApiClient) -> None:
     """Plain ascent with no anchor and no stop drives the forget losses far above unseen ones."""
-    model = _model(api)
+    model = register_model(api, n_eval=128)
     # The service's default records the flag and the failed check as a warning, and publishes.
-    lenient = _submit(api, model, params=OVER_FORGETTING, policy='{"max_eval_accuracy_drop": 0.5}')
+    lenient_policy = '{"max_eval_accuracy_drop": 0.5}'
+    lenient = submit(api, model, params=OVER_FORGETTING, policy=lenient_policy, n_forget=32)
     assert run_job(api.ctx, lenient["job_id"], "w1") == RunOutcome.SUCCEEDED
-    metrics = _job(api, lenient["job_id"]).metrics
+    metrics = job_row(api, lenient["job_id"]).metrics
     assert metrics is not None and "mia_over_forgetting" in metrics["flags"]
     assert not metrics["policy"]["warnings"]["over_forgetting"]["ok"]
 
     strict = '{"max_eval_accuracy_drop": 0.5, "reject_over_forgetting": true}'
     # Other samples: the first ones are already erased from the model.
-    req = _submit(api, model, seed=3, params=OVER_FORGETTING, policy=strict)
+    req = submit(api, model, seed=3, params=OVER_FORGETTING, policy=strict, n_forget=32)
     assert run_job(api.ctx, req["job_id"], "w1") == RunOutcome.FAILED
-    job = _job(api, req["job_id"])
+    job = job_row(api, req["job_id"])
     assert job.status == JobStatus.FAILED and job.error is not None
     assert job.error["type"] == "PolicyRejected"
     assert job.metrics is not None and "mia_over_forgetting" in job.metrics["flags"]

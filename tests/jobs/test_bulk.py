@@ -11,7 +11,7 @@ import torch
 
 from service.db import session_scope
 from service.tables import DeletionRequest, Job
-from tests.jobs.test_lifecycle import FakePublisher, _model
+from tests.jobs.helpers import FakePublisher, register_model
 from tests.service_fixtures import ApiClient, make_settings, start_api
 
 URL = "/v1/models/m/deletion-requests/bulk"
@@ -44,7 +44,7 @@ def _count(api: ApiClient) -> tuple[int, int]:
 
 
 def test_bulk_makes_one_request_per_subject_in_one_job(api: ApiClient) -> None:
-    _model(api)
+    register_model(api)
     r = api.post(URL, json={"requests": _items(20)}, headers={"Idempotency-Key": "bulk-1"})
     assert r.status_code == 202, r.text
     items = r.json()["items"]
@@ -62,7 +62,7 @@ def test_bulk_makes_one_request_per_subject_in_one_job(api: ApiClient) -> None:
 
 
 def test_one_bad_item_refuses_the_whole_bulk(api: ApiClient) -> None:
-    _model(api)
+    register_model(api)
     items = _items(5)
     items[3]["samples"]["labels"] = [99, 0]  # out of the model's label range
     r = api.post(URL, json={"requests": items})
@@ -73,7 +73,7 @@ def test_one_bad_item_refuses_the_whole_bulk(api: ApiClient) -> None:
 
 
 def test_bulk_size_and_shape_are_bounded(api: ApiClient) -> None:
-    _model(api)
+    register_model(api)
     assert api.post(URL, json={"requests": _items(51)}).status_code == 422
     assert api.post(URL, json={"requests": []}).status_code == 422
     assert api.post(URL, json={"requests": _items(1), "extra": 1}).status_code == 422

@@ -21,7 +21,7 @@ from service.jobs.runner import run_job
 from service.jobs.states import RunOutcome
 from service.reconciler import reconcile_once
 from service.tables import DatasetVersion, Job
-from tests.jobs.test_lifecycle import FakePublisher
+from tests.jobs.helpers import FakePublisher
 from tests.service_fixtures import ApiClient, make_settings, start_api
 from unlearning import build_model, state_dict_bytes
 from unlearning.training import train

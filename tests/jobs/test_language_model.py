@@ -17,11 +17,9 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from service.db import session_scope
 from service.jobs.runner import run_job
 from service.jobs.states import RunOutcome
-from service.tables import Job
-from tests.jobs.test_lifecycle import FakePublisher
+from tests.jobs.helpers import FakePublisher, job_row
 from tests.service_fixtures import ApiClient, make_settings, start_api
 from unlearning import build_model, builtin_data, state_dict_bytes
 from unlearning.training import train
@@ -66,10 +64,8 @@ def test_default_deletion_of_a_source_passes_the_default_policy(api: ApiClient, 
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     assert run_job(api.ctx, job_id, "w1") == RunOutcome.SUCCEEDED
-    with session_scope(api.ctx.session_factory) as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        metrics, method = job.metrics, job.method
+    job = job_row(api, job_id)
+    metrics, method = job.metrics, job.method
     assert metrics is not None and method == "ga"
     report = metrics  # the engine's report, as the job recorded it
     assert report["objective"] == "npo" and report["early_stop"] is None

@@ -22,21 +22,8 @@ from service.jobs.states import JobStatus, RunOutcome
 from service.outbox import enqueue_job
 from service.reconciler import reconcile_once
 from service.tables import DeletionRequest, Job, OutboxMessage
-from tests.service_fixtures import ApiClient, make_checkpoint, make_dataset, make_settings, start_api
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.fail = False
-
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        if self.fail:
-            raise ConnectionError("broker down")
-        self.sent.append((topic, payload))
-
-    def job_ids(self) -> list[str]:
-        return [p["job_id"] for _, p in self.sent]
+from tests.jobs.helpers import FakePublisher, job_row, register_model, submit
+from tests.service_fixtures import ApiClient, make_settings, start_api
 
 
 @pytest.fixture
@@ -55,36 +42,15 @@ def publisher(api: ApiClient) -> FakePublisher:
     return fake
 
 
-def _model(api: ApiClient, name: str = "m") -> str:
-    api.create_model(name)
-    r = api.upload_version(name, make_checkpoint(), eval_set=make_dataset(64, seed=1))
-    assert r.status_code == 201, r.text
-    return name
-
-
-def _submit(api: ApiClient, model: str, seed: int = 2, **form: str) -> dict[str, Any]:
-    files = {"forget_set": ("f.safetensors", make_dataset(8, seed=seed), "application/octet-stream")}
-    r = api.post(f"/v1/models/{model}/deletion-requests", files=files, data=form)
-    assert r.status_code == 202, r.text
-    return r.json()
-
-
-def _job(api: ApiClient, job_id: str) -> Job:
-    with session_scope(api.ctx.session_factory) as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def test_intake_publishes_after_commit_and_the_run_publishes_a_version(
     api: ApiClient, publisher: FakePublisher
 ) -> None:
-    model = _model(api)
-    req = _submit(api, model)
+    model = register_model(api)
+    req = submit(api, model)
     assert publisher.job_ids() == [req["job_id"]]  # published once the intake committed
 
     assert run_job(api.ctx, req["job_id"], "w1") == RunOutcome.SUCCEEDED
-    job = _job(api, req["job_id"])
+    job = job_row(api, req["job_id"])
     assert job.status == JobStatus.SUCCEEDED and job.result_version == 2
     assert job.metrics is not None and job.metrics["policy"]["accepted"] is True
     r = api.get(f"/v1/deletion-requests/{req['id']}").json()
@@ -95,8 +61,8 @@ def test_intake_publishes_after_commit_and_the_run_publishes_a_version(
 
 
 def test_a_rolled_back_transaction_publishes_nothing(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
-    req = _submit(api, model)
+    model = register_model(api)
+    req = submit(api, model)
     publisher.sent.clear()
     with pytest.raises(RuntimeError), session_scope(api.ctx.session_factory) as s:
         enqueue_job(s, req["job_id"])
@@ -107,9 +73,9 @@ def test_a_rolled_back_transaction_publishes_nothing(api: ApiClient, publisher: 
 
 
 def test_a_failed_publish_leaves_the_row_for_the_reconciler(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
+    model = register_model(api)
     publisher.fail = True
-    req = _submit(api, model)  # the intake still answers 202: the row is durable
+    req = submit(api, model)  # the intake still answers 202: the row is durable
     assert publisher.sent == []
     publisher.fail = False
     assert reconcile_once(api.ctx)["published"] == 1
@@ -117,35 +83,35 @@ def test_a_failed_publish_leaves_the_row_for_the_reconciler(api: ApiClient, publ
 
 
 def test_claim_raises_named_errors(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
-    first = _submit(api, model)
+    model = register_model(api)
+    first = submit(api, model)
     # A second job of the same model (other params do not batch with the first).
-    second = _submit(api, model, seed=3, params='{"epochs": 3}')
+    second = submit(api, model, seed=3, params='{"epochs": 3}')
     assert first["job_id"] != second["job_id"]
     with session_scope(api.ctx.session_factory) as s:
         lifecycle.claim(s, first["job_id"], "w1", 30)
     with pytest.raises(ModelBusy), session_scope(api.ctx.session_factory) as s:
         lifecycle.claim(s, second["job_id"], "w2", 30)
-    assert _job(api, second["job_id"]).attempts == 0  # the busy attempt rolled back
+    assert job_row(api, second["job_id"]).attempts == 0  # the busy attempt rolled back
     assert run_job(api.ctx, second["job_id"], "w2") == RunOutcome.MODEL_BUSY
     with pytest.raises(NotClaimable), session_scope(api.ctx.session_factory) as s:
         lifecycle.claim(s, "job_missing", "w1", 30)
 
 
 def test_ending_a_job_announces_the_next_one(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
-    first = _submit(api, model)
-    second = _submit(api, model, seed=3, params='{"epochs": 3}')
+    model = register_model(api)
+    first = submit(api, model)
+    second = submit(api, model, seed=3, params='{"epochs": 3}')
     publisher.sent.clear()
     assert run_job(api.ctx, first["job_id"], "w1") == RunOutcome.SUCCEEDED
     assert publisher.job_ids() == [second["job_id"]]
     assert run_job(api.ctx, second["job_id"], "w1") == RunOutcome.SUCCEEDED
-    assert _job(api, second["job_id"]).base_version == 2  # it started from the newest version
+    assert job_row(api, second["job_id"]).base_version == 2  # it started from the newest version
 
 
 def test_a_worker_that_lost_its_lease_cannot_end_the_job(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
-    req = _submit(api, model)
+    model = register_model(api)
+    req = submit(api, model)
     with session_scope(api.ctx.session_factory) as s:
         lifecycle.claim(s, req["job_id"], "w1", 30)
         s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
@@ -157,7 +123,7 @@ def test_a_worker_that_lost_its_lease_cannot_end_the_job(api: ApiClient, publish
             s, req["job_id"], status=JobStatus.FAILED, error=JobError("X", "late"), actor="w1", worker_id="w1"
         )
     assert ended is False
-    assert _job(api, req["job_id"]).lease_owner == "w2"
+    assert job_row(api, req["job_id"]).lease_owner == "w2"
 
 
 def test_unexpected_errors_requeue_then_fail(
@@ -169,31 +135,31 @@ def test_unexpected_errors_requeue_then_fail(
         raise RuntimeError("storage unreachable")
 
     monkeypatch.setattr(runner, "load_inputs", broken)
-    model = _model(api)
-    req = _submit(api, model)
+    model = register_model(api)
+    req = submit(api, model)
     publisher.sent.clear()
-    max_attempts = _job(api, req["job_id"]).max_attempts
+    max_attempts = job_row(api, req["job_id"]).max_attempts
     outcomes = [run_job(api.ctx, req["job_id"], f"w{i}") for i in range(max_attempts)]
     assert outcomes == [RunOutcome.REQUEUED] * (max_attempts - 1) + [RunOutcome.FAILED]
     assert publisher.job_ids() == [req["job_id"]] * (max_attempts - 1)  # each requeue re-announces
-    job = _job(api, req["job_id"])
+    job = job_row(api, req["job_id"])
     assert job.status == JobStatus.FAILED and job.error is not None
     assert job.error["type"] == "RuntimeError" and job.error["attempt"] == max_attempts
 
 
 def test_a_purged_forget_set_fails_the_job_without_retry(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
-    req = _submit(api, model)
+    model = register_model(api)
+    req = submit(api, model)
     with session_scope(api.ctx.session_factory) as s:
         s.execute(update(DeletionRequest).values(forget_set_key=None))
     assert run_job(api.ctx, req["job_id"], "w1") == RunOutcome.FAILED
-    job = _job(api, req["job_id"])
+    job = job_row(api, req["job_id"])
     assert job.error is not None and job.error["type"] == "InvalidInputError" and job.attempts == 1
 
 
 def test_cancelling_a_queued_job_ends_it_and_purges(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
-    req = _submit(api, model)
+    model = register_model(api)
+    req = submit(api, model)
     r = api.post(f"/v1/jobs/{req['job_id']}/cancel")
     assert r.status_code == 202 and r.json()["status"] == "cancelled"
     d = api.get(f"/v1/deletion-requests/{req['id']}").json()
@@ -203,8 +169,8 @@ def test_cancelling_a_queued_job_ends_it_and_purges(api: ApiClient, publisher: F
 
 
 def test_cancelling_a_running_job_stops_it_at_its_next_step(api: ApiClient, publisher: FakePublisher) -> None:
-    model = _model(api)
-    req = _submit(api, model)
+    model = register_model(api)
+    req = submit(api, model)
     with session_scope(api.ctx.session_factory) as s:
         lifecycle.claim(s, req["job_id"], "w1", 30)
     assert api.post(f"/v1/jobs/{req['job_id']}/cancel").json()["cancel_requested"] is True
@@ -212,4 +178,4 @@ def test_cancelling_a_running_job_stops_it_at_its_next_step(api: ApiClient, publ
     with session_scope(api.ctx.session_factory) as s:
         s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     assert run_job(api.ctx, req["job_id"], "w2") == RunOutcome.CANCELLED
-    assert _job(api, req["job_id"]).status == JobStatus.CANCELLED
+    assert job_row(api, req["job_id"]).status == JobStatus.CANCELLED

@@ -19,11 +19,9 @@ import torch
 from safetensors.torch import load, save
 from sklearn.datasets import load_digits
 
-from service.db import session_scope
 from service.jobs.runner import run_job
 from service.jobs.states import RunOutcome
-from service.tables import Job
-from tests.jobs.test_lifecycle import FakePublisher
+from tests.jobs.helpers import FakePublisher, job_row
 from tests.service_fixtures import ApiClient, AppPool, make_settings
 from unlearning import build_model, load_checkpoint, state_dict_bytes
 from unlearning.training import train
@@ -87,13 +85,6 @@ def _register(api: ApiClient, name: str, *, linked: bool = True) -> None:
     assert r.status_code == 201, r.text
 
 
-def _job(api: ApiClient, job_id: str) -> Job:
-    with session_scope(api.ctx.session_factory) as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job
-
-
 def _delete(api: ApiClient, model: str, subject: str, **form: str) -> str:
     files = {"forget_set": ("f.safetensors", _subject(_data(), subject), "application/octet-stream")}
     r = api.post(f"/v1/models/{model}/deletion-requests", files=files, data=form)
@@ -106,7 +97,7 @@ def _build_references(api: ApiClient, model: str) -> dict[str, Any]:
     assert r.status_code == 202, r.text
     assert r.json()["kind"] == "references" and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
     assert run_job(api.ctx, r.json()["id"], "w1") == RunOutcome.SUCCEEDED
-    metrics = _job(api, r.json()["id"]).metrics
+    metrics = job_row(api, r.json()["id"]).metrics
     assert metrics is not None
     return metrics
 
@@ -132,7 +123,7 @@ def test_each_job_records_tpr_at_fixed_fpr_beside_the_retrained_level(api: ApiCl
     _build_references(api, "a")
     job_id = _delete(api, "a", "user-7")
     assert run_job(api.ctx, job_id, "w1") == RunOutcome.SUCCEEDED
-    metrics = _job(api, job_id).metrics
+    metrics = job_row(api, job_id).metrics
     assert metrics is not None
     lira = metrics["lira"]
     assert lira["n_forget"] == lira["n_members"] == 10 and lira["n_forget_unmatched"] == 0
@@ -158,7 +149,7 @@ def test_the_policy_can_require_the_membership_test(api: ApiClient) -> None:
     strict = '{"max_lira_tpr_above_retrained": 0.2, "require_forgetting": false}'
     job_id = _delete(api, "a", "user-3", params=still, policy=strict)
     assert run_job(api.ctx, job_id, "w1") == RunOutcome.FAILED
-    job = _job(api, job_id)
+    job = job_row(api, job_id)
     assert job.error is not None and job.error["type"] == "PolicyRejected"
     check = job.error["checks"]["lira"]
     assert not check["ok"] and check["tpr"] > check["max_tpr_from_retrained"]
@@ -166,7 +157,7 @@ def test_the_policy_can_require_the_membership_test(api: ApiClient) -> None:
     # A model without references cannot meet a policy that asks for the test.
     job_id = _delete(api, "b", "user-7", policy='{"max_lira_tpr": 0.5}')
     assert run_job(api.ctx, job_id, "w1") == RunOutcome.FAILED
-    error = _job(api, job_id).error
+    error = job_row(api, job_id).error
     assert error is not None and "no reference models" in error["checks"]["lira"]["reason"]
 
 

@@ -23,12 +23,12 @@ from service.jobs.runner import run_job
 from service.jobs.states import RunOutcome
 from service.reconciler import reconcile_once
 from service.tables import AuditEvent, Job, Model
+from tests.jobs.helpers import job_row
 from tests.jobs.test_references import (
     N_TRAIN,
     K,
     _build_references,
     _data,
-    _job,
     _register,
     api,
 )
@@ -75,17 +75,17 @@ def test_a_subject_erasure_retires_and_deletes_the_reference_sets_after_their_te
     assert set(jobs) == {"a", "b"}
 
     # Model a's job: tested against a's set (before anything is purged), then its publish retires it.
-    assert run_job(api.ctx, jobs["a"], "w1") == RunOutcome.SUCCEEDED, _job(api, jobs["a"]).error
-    metrics = _job(api, jobs["a"]).metrics
+    assert run_job(api.ctx, jobs["a"], "w1") == RunOutcome.SUCCEEDED, job_row(api, jobs["a"]).error
+    metrics = job_row(api, jobs["a"]).metrics
     assert metrics is not None
     assert metrics["lira"]["references_job"] == id_a and metrics["lira"]["n_members"] == 10
     assert metrics["references_retired"] == [id_a]
-    retired = _job(api, id_a).metrics["retired"]  # type: ignore[index]
+    retired = job_row(api, id_a).metrics["retired"]  # type: ignore[index]
     assert retired["reason"] == "erasure" and retired["job_id"] == jobs["a"]
     assert retired["erasure_ids"] == [r.json()["id"]] and retired["dataset_version"] == 1
     assert retired["blobs_deleted_at"]
     # b's own erasure has not published: its set stays for its test, and so do blobs it shares.
-    assert "retired" not in (_job(api, id_b).metrics or {})
+    assert "retired" not in (job_row(api, id_b).metrics or {})
     assert all(storage.exists(k) for k in _keys(set_b))
     assert not any(storage.exists(k) for k in _keys(set_a) - _keys(set_b))
     # Its model's data was replaced: no new set can be built on it now.
@@ -98,16 +98,16 @@ def test_a_subject_erasure_retires_and_deletes_the_reference_sets_after_their_te
         raise OSError("storage unavailable")
 
     monkeypatch.setattr(storage, "delete", down)
-    assert run_job(api.ctx, jobs["b"], "w1") == RunOutcome.SUCCEEDED, _job(api, jobs["b"]).error
-    metrics = _job(api, jobs["b"]).metrics
+    assert run_job(api.ctx, jobs["b"], "w1") == RunOutcome.SUCCEEDED, job_row(api, jobs["b"]).error
+    metrics = job_row(api, jobs["b"]).metrics
     assert metrics is not None and metrics["lira"]["references_job"] == id_b
     assert metrics["references_retired"] == [id_b]
-    assert "blobs_deleted_at" not in _job(api, id_b).metrics["retired"]  # type: ignore[index]
+    assert "blobs_deleted_at" not in job_row(api, id_b).metrics["retired"]  # type: ignore[index]
     assert all(storage.exists(k) for k in _keys(set_b))
     monkeypatch.undo()
     assert reconcile_once(api.ctx)["reference_sets_purged"] == 1
     assert not any(storage.exists(k) for k in _keys(set_a) | _keys(set_b)), "erased data left in storage"
-    assert _job(api, id_b).metrics["retired"]["blobs_deleted_at"]  # type: ignore[index]
+    assert job_row(api, id_b).metrics["retired"]["blobs_deleted_at"]  # type: ignore[index]
     assert reconcile_once(api.ctx)["reference_sets_purged"] == 0
 
     # The audit chain records both retirements and deletions, and still verifies.
@@ -129,7 +129,7 @@ def test_a_subject_erasure_retires_and_deletes_the_reference_sets_after_their_te
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     assert run_job(api.ctx, job_id, "w1") == RunOutcome.FAILED
-    job = _job(api, job_id)
+    job = job_row(api, job_id)
     assert job.error is not None and job.metrics is not None
     reason = job.error["checks"]["lira"]["reason"]
     assert "retired by an erasure" in reason and jobs["a"] in reason and "/v1/models/a/references" in reason
@@ -142,8 +142,8 @@ def test_a_subject_erasure_retires_and_deletes_the_reference_sets_after_their_te
     r = api.post("/v1/models/a/deletion-requests", json={"subject": "user-3"})
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
-    assert run_job(api.ctx, job_id, "w1") == RunOutcome.SUCCEEDED, _job(api, job_id).error
-    metrics = _job(api, job_id).metrics
+    assert run_job(api.ctx, job_id, "w1") == RunOutcome.SUCCEEDED, job_row(api, job_id).error
+    metrics = job_row(api, job_id).metrics
     assert metrics is not None and metrics["lira"]["n_members"] == 10
     fresh_id = metrics["lira"]["references_job"]
     assert fresh_id not in (id_a, id_b)
@@ -165,7 +165,7 @@ def test_an_erasure_no_model_carries_retires_the_sets_at_once(api: ApiClient) ->
     r = api.post("/v1/datasets/train/erasures", json={"subject": "user-7"})
     assert r.status_code in (200, 202), r.text
     assert r.json()["deletion_requests"] == [] and r.json()["result_dataset_version"] == 2
-    retired = _job(api, set_id).metrics["retired"]  # type: ignore[index]
+    retired = job_row(api, set_id).metrics["retired"]  # type: ignore[index]
     assert retired["job_id"] is None and retired["erasure_ids"] == [r.json()["id"]]
     assert retired["blobs_deleted_at"]
     assert not any(api.ctx.storage.exists(k) for k in _keys(refs))
@@ -178,14 +178,14 @@ def _forget(api: ApiClient, model: str, subject: str) -> dict[str, Any]:
     r = api.post(f"/v1/models/{model}/deletion-requests", json={"subject": subject})
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
-    assert run_job(api.ctx, job_id, "w1") == RunOutcome.SUCCEEDED, _job(api, job_id).error
-    metrics = _job(api, job_id).metrics
+    assert run_job(api.ctx, job_id, "w1") == RunOutcome.SUCCEEDED, job_row(api, job_id).error
+    metrics = job_row(api, job_id).metrics
     assert metrics is not None
     return {**metrics, "job_id": job_id}
 
 
 def _retired_by(api: ApiClient, set_id: str) -> str | None:
-    retired = (_job(api, set_id).metrics or {}).get("retired")
+    retired = (job_row(api, set_id).metrics or {}).get("retired")
     return None if retired is None else str(retired["job_id"])
 
 
