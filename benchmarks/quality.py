@@ -30,7 +30,9 @@ Rows: ``retrain``, ``original`` (do nothing), every method the registry offers (
 which is the reference) with its benchmark params (``BENCH_PARAMS``: ``{}`` = the method's
 defaults, i.e. what ``unlearn(name, ...)`` and the service run), retain-aware methods given the
 retain set; and documented alternatives (``VARIANTS``: the official and the previous adaptive
-presets). In class settings the methods with a ``scope`` param get ``"scope": "class"``. Metrics:
+presets, and each default with one of its parts taken out or set back to what it was, on the
+settings where that part acts: ``VARIANT_SETTINGS``). In class settings the methods with a
+``scope`` param get ``"scope": "class"``. Metrics:
 forget / retain / test accuracy, loss-MIA AUC (forget vs test half), Avg Gap to the retrained
 model (mean |Δ| over those four, in points), ToW, LiRA TPR, time, and speed-up over retraining
 (CPU time of retraining / of the whole ``unlearn()`` call, one torch thread, so that other

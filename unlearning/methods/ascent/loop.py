@@ -115,7 +115,7 @@ class AscentLoop:
                 self.feature_cache_skipped = str(exc)
         # The guard needs eval samples to guard. It runs with a stopping rule, and in a fixed-epoch
         # run of an objective that pushes on (ascent, NPO: a causal LM's default runs so), with a
-        # check after every epoch; loss matching without a rule is left to its turning point.
+        # check after every epoch; matching without a rule stops pulling at its targets by itself.
         drop = params.max_eval_drop
         guarded = plan.mode is not None or plan.objective != "match"
         self.guard = UtilityGuard(drop) if guarded and u_set is not None and drop is not None else None
@@ -150,7 +150,7 @@ class AscentLoop:
         )
         self.safe = [p.detach().clone() for p in theta]  # θ at the last accepted check
         self.generator = torch.Generator().manual_seed(ctx.seed)
-        # A stopping rule or loss matching (which turns around at its target) runs within the
+        # A stopping rule or matching (whose pull ends at its targets) runs within the
         # budget max_epochs; anything else runs its fixed epochs (resolved by the plan).
         self.max_epochs = params.max_epochs if plan.mode or plan.objective == "match" else plan.epochs
         # The objective's own data (reference losses, unseen-loss targets, the original's outputs on

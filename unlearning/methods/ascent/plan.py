@@ -53,10 +53,11 @@ def _early_stop_mode(
     """The stopping rule; raises ParamsError for a combination that cannot run (before any work).
 
     ``"auto"``:
-    * none for loss matching (its pull turns around at the target: the longer it runs, the closer
-      the forget losses sit to the unseen ones while the KL term repairs the rest; stopped at the
-      first check where forget accuracy ≤ eval accuracy it ended 2 points of Avg Gap worse on
-      MNIST-1D);
+    * none for matching: its pull ends at each sample's target (confidence matching leaves a
+      sample alone below it; loss matching turns around past it), so the longer it runs, the
+      closer the forget samples sit to the unseen ones while the KL term repairs the rest (loss
+      matching stopped at the first check where forget accuracy ≤ eval accuracy ended 2 points of
+      Avg Gap worse on MNIST-1D);
     * forget accuracy ≤ target for ``scope="class"``;
     * none for a causal LM: NPO runs its fixed epochs, as it is used on LMs, under the utility
       guard. A deletion from an LM is usually a whole source, whose next-token accuracy under the
