@@ -16,8 +16,8 @@ Why so, against matching the losses (``LossMatching``, the previous default):
 * **Targets fixed from the original's ranks.** Ranks re-taken every step go to whichever samples
   moved first, so hard samples that stayed memorised were handed the near-zero targets of easy
   unseen data. The original's confidence on its memorised samples still orders them by
-  difficulty: on the MNIST-1D benchmark model its rank correlation with the confidence that models
-  never trained on the sample give is about 0.8 (tuning runs, not a committed script).
+  difficulty: on the MNIST-1D benchmark model it ranked them much as models never trained on them
+  do (tuning runs, not a committed script).
 * **One-sided.** Forgetting never makes a sample more familiar than it was: a two-sided pull
   raised the most confident forget samples to the top of the unseen distribution, above what
   models that never saw them give, and the attack found them.
