@@ -385,6 +385,18 @@ def wait_for_job(
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}\nlogs:\n{logs()}")
 
 
+def backend_urls(request: pytest.FixtureRequest, backend: str) -> dict[str, Any]:
+    """``make_stack``'s database and broker URLs for a test parametrized over ``backend``:
+    PostgreSQL + Redis for "postgres" (their fixtures fail in CI when a server is missing), none
+    (SQLite + the embedded broker) otherwise."""
+    if backend != "postgres":
+        return {}
+    return {
+        "database_url": request.getfixturevalue("postgres_url"),
+        "broker_url": request.getfixturevalue("redis_url"),
+    }
+
+
 @pytest.fixture
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
@@ -411,6 +423,7 @@ __all__ = [
     "Digits",
     "Stack",
     "Worker",
+    "backend_urls",
     "cmdline",
     "descendants",
     "kill_process_tree",

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from service.db import session_scope
 from service.reconciler import reconcile_once
 from service.tables import DatasetVersion
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, backend_urls
 from tests.jobs.test_erasure import N_TRAIN, Digits, _setup, digits  # noqa: F401  (fixture)
 
 
@@ -37,12 +37,7 @@ def test_subject_erasure_with_a_worker(
     backend: str,
     digits: Digits,  # noqa: F811
 ) -> None:
-    urls: dict[str, Any] = {}
-    if backend == "postgres":
-        urls = {
-            "database_url": request.getfixturevalue("postgres_url"),
-            "broker_url": request.getfixturevalue("redis_url"),
-        }
+    urls = backend_urls(request, backend)
     stack = make_stack(retired_checkpoint_grace_seconds=0.0, **urls)
     _setup(stack.api, digits)
     stack.start_worker("w")

@@ -26,7 +26,7 @@ from service.jobs.states import JobStatus, RunOutcome
 from service.reconciler import reconcile_once
 from service.tables import AuditEvent, DeletionRequest, Job
 from tests.console.seed import _NO_OP_PARAMS as UTILITY_COLLAPSE
-from tests.integration.conftest import DIGITS_ARCH, Digits, Stack, submit_deletion
+from tests.integration.conftest import DIGITS_ARCH, Digits, Stack, backend_urls, submit_deletion
 from tests.service_fixtures import ApiClient
 
 # One fixed ascent step far too large (and no utility guard): the model's eval accuracy collapses,
@@ -271,12 +271,7 @@ def _eventually(stack: Stack, request_id: str, until: Callable[[dict[str, Any]],
 def test_retry_with_a_worker(
     make_stack: Callable[..., Stack], request: pytest.FixtureRequest, backend: str, digits: Digits
 ) -> None:
-    urls: dict[str, Any] = {}
-    if backend == "postgres":
-        urls = {
-            "database_url": request.getfixturevalue("postgres_url"),
-            "broker_url": request.getfixturevalue("redis_url"),
-        }
+    urls = backend_urls(request, backend)
     stack = make_stack(**urls)
     stack.register_digits(digits)
     stack.start_worker("w")
